@@ -1,0 +1,59 @@
+//! The `portico` command: parses arguments, maps errors to exit codes
+//! (0 ok, 1 invalid configuration, 2 usage error) and hands off to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use portico::cli;
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "Portico: an edge ingress gateway for HTTP services on Kubernetes")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Gateway config file.
+        #[arg(long, env = "PORTICO_CONFIG", default_value = portico::config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the config and route file; print every error as FILE:LINE:COL: message.
+    Check {
+        #[arg(long, env = "PORTICO_CONFIG", default_value = portico::config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Print the route table, or which route a path picks and why.
+    Routes {
+        #[arg(long, env = "PORTICO_CONFIG", default_value = portico::config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// A request path to resolve.
+        #[arg(long = "match", value_name = "PATH")]
+        path: Option<String>,
+        /// The Host the request would carry (shown; routes match on path only).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Run the gateway with built-in demo backends on loopback.
+    Demo {
+        /// Public listener of the demo gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let code = match args.command {
+        Command::Serve { config } => cli::serve(&config),
+        Command::Check { config } => cli::check(&config),
+        Command::Routes { config, path, host } => cli::routes(&config, path.as_deref(), host.as_deref()),
+        Command::Demo { listen } => cli::demo(listen),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,345 @@
+//! Every metric family Portico exports, with its name in one place, and the
+//! per-route handles that the route table resolves once at build time so the
+//! request path never formats a label set for the route or histogram.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::Method;
+use parking_lot::RwLock;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+
+pub const REQUESTS_TOTAL: &str = "portico_requests_total";
+pub const REQUEST_DURATION_SECONDS: &str = "portico_request_duration_seconds";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "portico_upstream_errors_total";
+pub const INFLIGHT_REQUESTS: &str = "portico_inflight_requests";
+pub const CONNECTIONS_OPEN: &str = "portico_connections_open";
+pub const CONFIG_RELOADS_TOTAL: &str = "portico_config_reloads_total";
+pub const CONFIG_GENERATION: &str = "portico_config_generation";
+pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "portico_tls_handshake_errors_total";
+pub const BUILD_INFO: &str = "portico_build_info";
+pub const LOG_LINES_DROPPED_TOTAL: &str = "portico_log_lines_dropped_total";
+
+/// The `route` label for requests that matched no route (404s, 400s, ...).
+pub const NO_ROUTE: &str = "none";
+
+/// Latency buckets for a proxy: 0.5 ms to 30 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The closed set of upstream failure kinds used as the `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// The TCP connection could not be established (refused, unreachable, connect timeout).
+    Connect,
+    /// The route's timeout expired before the response head arrived.
+    Timeout,
+    /// The connection was reset or closed mid-exchange.
+    Reset,
+    /// The upstream spoke something that is not valid HTTP.
+    Protocol,
+    /// The TLS handshake with an `https://` backend failed.
+    Tls,
+}
+
+impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 5] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Reset,
+        UpstreamErrorKind::Protocol,
+        UpstreamErrorKind::Tls,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Reset => "reset",
+            UpstreamErrorKind::Protocol => "protocol",
+            UpstreamErrorKind::Tls => "tls",
+        }
+    }
+}
+
+/// The standard methods get their own label value; anything else is `OTHER`,
+/// so a client cannot grow the label set by inventing methods.
+pub fn method_label(method: &Method) -> (usize, &'static str) {
+    const KNOWN: [(&Method, &str); 9] = [
+        (&Method::GET, "GET"),
+        (&Method::HEAD, "HEAD"),
+        (&Method::POST, "POST"),
+        (&Method::PUT, "PUT"),
+        (&Method::DELETE, "DELETE"),
+        (&Method::PATCH, "PATCH"),
+        (&Method::OPTIONS, "OPTIONS"),
+        (&Method::CONNECT, "CONNECT"),
+        (&Method::TRACE, "TRACE"),
+    ];
+    for (i, (m, name)) in KNOWN.iter().enumerate() {
+        if *m == method {
+            return (i, name);
+        }
+    }
+    (KNOWN.len(), "OTHER")
+}
+
+/// All metric families of one gateway instance, registered in its own
+/// registry (tests run several gateways in one process).
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub inflight: IntGauge,
+    pub connections_open: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub tls_handshake_errors: IntCounter,
+    pub log_lines_dropped: IntCounter,
+}
+
+impl Metrics {
+    /// Creates and registers every family. Registration only fails on a
+    /// duplicate name, which would be a programming error caught by tests.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(REQUESTS_TOTAL, "Requests answered, by route, method and status."),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                REQUEST_DURATION_SECONDS,
+                "Time from request head to the end of the response body, by route.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(UPSTREAM_ERRORS_TOTAL, "Failed upstream exchanges, by route and kind."),
+            &["route", "kind"],
+        )
+        .expect("valid metric");
+        let inflight = IntGauge::new(INFLIGHT_REQUESTS, "Requests being proxied right now.")
+            .expect("valid metric");
+        let connections_open = IntGaugeVec::new(
+            Opts::new(CONNECTIONS_OPEN, "Open client connections, by listener."),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(CONFIG_RELOADS_TOTAL, "Route file reloads, by result."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let config_generation = IntGauge::new(
+            CONFIG_GENERATION,
+            "Generation of the route table in use; increases on every successful load.",
+        )
+        .expect("valid metric");
+        let tls_handshake_errors = IntCounter::new(
+            TLS_HANDSHAKE_ERRORS_TOTAL,
+            "TLS handshakes with clients that failed or timed out.",
+        )
+        .expect("valid metric");
+        let log_lines_dropped = IntCounter::new(
+            LOG_LINES_DROPPED_TOTAL,
+            "Log lines dropped because the log writer could not keep up.",
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Build information; the value is always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(inflight.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_generation.clone()),
+            Box::new(tls_handshake_errors.clone()),
+            Box::new(log_lines_dropped.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector registers once");
+        // Both results exist from the start so dashboards see 0, not "no data".
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            inflight,
+            connections_open,
+            config_reloads,
+            config_generation,
+            tls_handshake_errors,
+            log_lines_dropped,
+        }
+    }
+
+    /// Handles for one route label value (a configured prefix, or [`NO_ROUTE`]).
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            inner: Arc::new(RouteMetricsInner {
+                route: route.to_owned(),
+                requests: self.requests.clone(),
+                by_method_status: RwLock::new(HashMap::new()),
+                duration: self.duration.with_label_values(&[route]),
+                upstream_errors: UpstreamErrorKind::ALL
+                    .map(|k| self.upstream_errors.with_label_values(&[route, k.as_str()])),
+            }),
+        }
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        self.log_lines_dropped
+            .inc_by(super::logging::dropped_lines().saturating_sub(self.log_lines_dropped.get()));
+        let families = self.registry.gather();
+        let mut out = String::new();
+        // Encoding into a String only fails on invalid UTF-8, which our own
+        // label values (prefixes, fixed strings) can never contain.
+        let _ = prometheus::TextEncoder::new().encode_utf8(&families, &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Pre-resolved handles for one route. Cheap to clone.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    inner: Arc<RouteMetricsInner>,
+}
+
+struct RouteMetricsInner {
+    route: String,
+    requests: IntCounterVec,
+    /// `(method index, status)` → counter: the status is only known per
+    /// response, so counters are resolved on first use and then reused.
+    by_method_status: RwLock<HashMap<(usize, u16), IntCounter>>,
+    duration: Histogram,
+    upstream_errors: [IntCounter; UpstreamErrorKind::ALL.len()],
+}
+
+impl RouteMetrics {
+    /// Counts one answered request and its duration.
+    pub fn observe(&self, method: &Method, status: u16, seconds: f64) {
+        let inner = &*self.inner;
+        let (idx, name) = method_label(method);
+        let hit = inner.by_method_status.read().get(&(idx, status)).cloned();
+        let counter = match hit {
+            Some(c) => c,
+            None => {
+                let mut map = inner.by_method_status.write();
+                map.entry((idx, status))
+                    .or_insert_with(|| {
+                        inner.requests.with_label_values(&[
+                            inner.route.as_str(),
+                            name,
+                            itoa_status(status).as_str(),
+                        ])
+                    })
+                    .clone()
+            }
+        };
+        counter.inc();
+        inner.duration.observe(seconds);
+    }
+
+    /// Counts one failed upstream exchange.
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        let idx = UpstreamErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
+        self.inner.upstream_errors[idx].inc();
+    }
+
+    pub fn route(&self) -> &str {
+        &self.inner.route
+    }
+}
+
+fn itoa_status(status: u16) -> String {
+    status.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_name_is_exported() {
+        let m = Metrics::new();
+        let r = m.route("/billing");
+        r.observe(&Method::GET, 200, 0.01);
+        r.upstream_error(UpstreamErrorKind::Timeout);
+        m.connections_open.with_label_values(&["http"]).set(1);
+        let text = m.render();
+        for name in [
+            REQUESTS_TOTAL,
+            REQUEST_DURATION_SECONDS,
+            UPSTREAM_ERRORS_TOTAL,
+            INFLIGHT_REQUESTS,
+            CONNECTIONS_OPEN,
+            CONFIG_RELOADS_TOTAL,
+            CONFIG_GENERATION,
+            TLS_HANDSHAKE_ERRORS_TOTAL,
+            BUILD_INFO,
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        assert!(text.contains(
+            r#"portico_requests_total{method="GET",route="/billing",status="200"} 1"#
+        ));
+        assert!(text.contains(r#"portico_upstream_errors_total{kind="timeout",route="/billing"} 1"#));
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let odd = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&odd).1, "OTHER");
+        assert_eq!(method_label(&Method::PATCH).1, "PATCH");
+    }
+
+    #[test]
+    fn repeated_observations_reuse_one_series() {
+        let m = Metrics::new();
+        let r = m.route(NO_ROUTE);
+        for _ in 0..5 {
+            r.observe(&Method::POST, 404, 0.001);
+        }
+        let text = m.render();
+        assert!(text.contains(
+            r#"portico_requests_total{method="POST",route="none",status="404"} 5"#
+        ));
+    }
+}

@@ -1,0 +1,183 @@
+//! The two body types at the proxy boundary.
+//!
+//! * [`RequestBody`] streams the client's body upstream and enforces
+//!   `limits.max_body_size` on what actually arrives (chunked bodies too).
+//! * [`GatewayBody`] streams the upstream's body (or Portico's own small
+//!   JSON) to the client, counts the bytes, and finishes the request's
+//!   [`Exchange`] — access log and metrics — when the body ends or is dropped.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::exchange::Exchange;
+
+/// Why the request body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("reading the client's request body failed")]
+    Client(#[source] hyper::Error),
+}
+
+/// The client's body on its way upstream, cut off at the size limit.
+pub struct RequestBody {
+    inner: Incoming,
+    /// Bytes still allowed; when a frame would exceed it the stream fails.
+    remaining: u64,
+    limit: u64,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: u64) -> Self {
+        RequestBody {
+            inner,
+            remaining: limit,
+            limit,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge {
+                            limit: this.limit,
+                        })));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// The response body Portico sends to clients.
+pub struct GatewayBody {
+    inner: Inner,
+    /// Finished (logged and counted) when this body ends or is dropped.
+    exchange: Option<Exchange>,
+}
+
+impl GatewayBody {
+    /// A body of Portico's own (error JSON, redirects, demo answers).
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        GatewayBody {
+            inner: Inner::Full(Some(bytes.into())),
+            exchange: None,
+        }
+    }
+
+    pub fn empty() -> Self {
+        GatewayBody {
+            inner: Inner::Full(None),
+            exchange: None,
+        }
+    }
+
+    /// The upstream's body, streamed through.
+    pub fn upstream(body: Incoming) -> Self {
+        GatewayBody {
+            inner: Inner::Upstream(body),
+            exchange: None,
+        }
+    }
+
+    /// Attaches the exchange that this body completes.
+    pub fn attach(&mut self, exchange: Exchange) {
+        self.exchange = Some(exchange);
+    }
+
+    fn inner_is_end(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Full(b) => b.is_none(),
+        }
+    }
+}
+
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        };
+        if let Poll::Ready(ref item) = polled
+            && let Some(x) = this.exchange.as_mut()
+        {
+            match item {
+                Some(Ok(frame)) => {
+                    if let Some(d) = frame.data_ref() {
+                        x.bytes_out += d.len() as u64;
+                    }
+                }
+                Some(Err(_)) => x.finish(false),
+                None => x.finish(true),
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner_is_end()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl Drop for GatewayBody {
+    fn drop(&mut self) {
+        // hyper drops bodies it never needs to poll (HEAD, 204, 304, empty):
+        // those are complete. Anything else dropped early means the client
+        // went away mid-response.
+        let end = self.inner_is_end();
+        if let Some(x) = self.exchange.as_mut() {
+            x.finish(end);
+        }
+    }
+}

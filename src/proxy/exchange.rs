@@ -1,0 +1,123 @@
+//! One request's bookkeeping from head to last byte: the fields of its
+//! access-log line, its route's metric handles and its in-flight permit. It
+//! is finished exactly once — when the response body ends, or when whatever
+//! holds it is dropped (client gone, handler cancelled) — and finishing
+//! writes the log line and records the metrics.
+
+use std::net::IpAddr;
+
+use http::{HeaderValue, Method, Version};
+use tokio::time::Instant;
+
+use crate::observability::access_log::{self, AccessRecord};
+use crate::observability::metrics::RouteMetrics;
+
+use super::limits::InflightPermit;
+
+/// nginx's convention for "the client closed the connection before a
+/// response was sent", used when a request is cancelled before it has a status.
+pub const CLIENT_CLOSED: u16 = 499;
+
+pub struct Exchange {
+    pub started: Instant,
+    pub request_id: HeaderValue,
+    pub method: Method,
+    /// The normalized path (or the raw one when normalization failed).
+    pub path: String,
+    pub metrics: RouteMetrics,
+    /// `host:port` of the backend tried, if any.
+    pub upstream: Option<std::sync::Arc<str>>,
+    pub peer: IpAddr,
+    pub version: Version,
+    pub user_agent: Option<HeaderValue>,
+    /// 0 until a response head is chosen.
+    pub status: u16,
+    pub bytes_out: u64,
+    /// Gateway-wide and per-route slots. Released when the exchange finishes, not when the handler returns:
+    /// a streaming response is still in flight.
+    pub permits: [Option<InflightPermit>; 2],
+    finished: bool,
+}
+
+impl Exchange {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        started: Instant,
+        request_id: HeaderValue,
+        method: Method,
+        path: String,
+        metrics: RouteMetrics,
+        peer: IpAddr,
+        version: Version,
+        user_agent: Option<HeaderValue>,
+    ) -> Self {
+        Exchange {
+            started,
+            request_id,
+            method,
+            path,
+            metrics,
+            upstream: None,
+            peer,
+            version,
+            user_agent,
+            status: 0,
+            bytes_out: 0,
+            permits: [None, None],
+            finished: false,
+        }
+    }
+
+    /// Logs and counts the request. Idempotent.
+    pub fn finish(&mut self, complete: bool) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let status = if self.status == 0 {
+            CLIENT_CLOSED
+        } else {
+            self.status
+        };
+        let elapsed = self.started.elapsed();
+        self.metrics
+            .observe(&self.method, status, elapsed.as_secs_f64());
+        let peer = self.peer.to_string();
+        access_log::write(&AccessRecord {
+            request_id: self.request_id.to_str().unwrap_or_default(),
+            method: self.method.as_str(),
+            path: &self.path,
+            status,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            route: self.metrics.route(),
+            upstream: self.upstream.as_deref().unwrap_or(""),
+            client_ip: &peer,
+            proto: version_str(self.version),
+            bytes_out: self.bytes_out,
+            user_agent: self
+                .user_agent
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            incomplete: !complete,
+        });
+        self.permits = [None, None];
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+pub fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP",
+    }
+}

@@ -1,0 +1,170 @@
+//! Header rewriting at the proxy boundary: hop-by-hop headers are removed in
+//! both directions (RFC 9110 §7.6.1) and the `x-forwarded-*` set is added on
+//! the way up.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, never the message.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+}
+
+/// Removes the fixed hop-by-hop headers and every header that `Connection`
+/// names. Cheap when none is present (the common case).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(&header::CONNECTION) {
+        // Collect first: the names borrow from the map we are about to edit.
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in fixed_hop_by_hop() {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Everything about the client connection the upstream should learn.
+pub struct Forwarded<'a> {
+    /// The TCP peer: the only client address Portico can vouch for.
+    pub peer: IpAddr,
+    /// `"http"` or `"https"`: the scheme the client used.
+    pub proto: &'static HeaderValue,
+    /// The host the client asked for (`Host`, or the `:authority` of HTTP/2).
+    pub host: Option<&'a HeaderValue>,
+}
+
+pub static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+pub static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+/// Appends the peer to `x-forwarded-for` and sets `x-forwarded-proto` and
+/// `x-forwarded-host` (replacing what the client sent: it cannot be trusted).
+pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
+    // Every incoming XFF line is kept, in order, and the peer goes last.
+    let mut xff = String::new();
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(s) = v.to_str() {
+            let s = s.trim();
+            if !s.is_empty() {
+                xff.push_str(s);
+                xff.push_str(", ");
+            }
+        }
+    }
+    xff.push_str(&fwd.peer.to_string());
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
+    match fwd.host {
+        Some(h) => {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// Approximate size of the request head, as counted against
+/// `limits.max_header_size`: every name and value plus `": "` and CRLF.
+pub fn head_size(headers: &HeaderMap, uri_len: usize) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + uri_len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_fixed_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret, X-Other"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-kept", "3"),
+            ("host", "example.com"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept", "host"]);
+    }
+
+    #[test]
+    fn appends_forwarded_for_and_overwrites_proto_and_host() {
+        let host = HeaderValue::from_static("api.example.com");
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        add_forwarded(
+            &mut h,
+            &Forwarded {
+                peer: "127.0.0.1".parse().unwrap(),
+                proto: &PROTO_HTTP,
+                host: Some(&host),
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 198.51.100.7, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+
+        let mut fresh = HeaderMap::new();
+        add_forwarded(
+            &mut fresh,
+            &Forwarded {
+                peer: "::1".parse().unwrap(),
+                proto: &PROTO_HTTPS,
+                host: None,
+            },
+        );
+        assert_eq!(fresh["x-forwarded-for"], "::1");
+        assert!(fresh.get("x-forwarded-host").is_none());
+    }
+}

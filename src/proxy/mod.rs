@@ -1,0 +1,285 @@
+//! The public request path. [`Gateway::handle`] reads top to bottom in the
+//! order of DESIGN.md §"Request path": request id, header size, path
+//! normalization, reserved operator paths, route lookup, in-flight limits,
+//! header rewriting, upstream exchange, response.
+
+pub mod body;
+pub mod error;
+pub mod exchange;
+pub mod headers;
+pub mod limits;
+pub mod request_id;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::observability::metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
+use crate::routing::live::LiveRoutes;
+use crate::routing::path;
+use crate::routing::table::Route;
+use crate::server::{ConnInfo, Service};
+
+use body::{GatewayBody, RequestBody};
+pub use error::ProxyError;
+use exchange::Exchange;
+use headers::Forwarded;
+use limits::InflightLimit;
+use upstream::UpstreamError;
+
+/// The limits the request path enforces itself.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+}
+
+/// The public-listener service.
+pub struct Gateway {
+    live: Arc<LiveRoutes>,
+    /// Handles for the `route="none"` label, resolved once.
+    none_metrics: RouteMetrics,
+    limits: RequestLimits,
+    /// Gateway-wide in-flight ceiling (`limits.max_inflight`).
+    inflight: InflightLimit,
+}
+
+impl Gateway {
+    pub fn new(
+        live: Arc<LiveRoutes>,
+        metrics: &Metrics,
+        limits: RequestLimits,
+        max_inflight: usize,
+    ) -> Self {
+        Gateway {
+            live,
+            none_metrics: metrics.route(crate::observability::metrics::NO_ROUTE),
+            limits,
+            inflight: InflightLimit::new(max_inflight, Some(metrics.inflight.clone())),
+        }
+    }
+
+    /// Answers one request. Never fails: every error becomes a response.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<GatewayBody> {
+        let started = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let request_id = request_id::assign(&mut parts.headers);
+        let mut x = Exchange::new(
+            started,
+            request_id.clone(),
+            parts.method.clone(),
+            String::new(),
+            self.none_metrics.clone(),
+            conn.peer.ip(),
+            parts.version,
+            parts.headers.get(header::USER_AGENT).cloned(),
+        );
+        let mut resp = match self.proxy(&mut x, parts, body, conn).await {
+            Ok(upstream) => {
+                let (mut head, body) = upstream.into_parts();
+                headers::strip_hop_by_hop(&mut head.headers);
+                head.headers
+                    .insert(request_id::X_REQUEST_ID.clone(), request_id);
+                Response::from_parts(head, GatewayBody::upstream(body))
+            }
+            Err(e) => e.into_response(&request_id),
+        };
+        x.status = resp.status().as_u16();
+        resp.body_mut().attach(x);
+        resp
+    }
+
+    async fn proxy(
+        &self,
+        x: &mut Exchange,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        conn: ConnInfo,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        // Header size: hyper's own buffer limit is set above this, so the
+        // client gets Portico's JSON 431 rather than a bare one.
+        let head = headers::head_size(&parts.headers, parts.uri.path().len());
+        if head > self.limits.max_header_bytes {
+            x.path = truncate_for_log(parts.uri.path());
+            return Err(ProxyError::HeadersTooLarge {
+                limit: self.limits.max_header_bytes,
+            });
+        }
+
+        // Normalize before anything looks at the path; from here on only the
+        // normalized path is used, and it is what the backend receives.
+        x.path = match path::normalize(parts.uri.path()) {
+            Ok(p) => p.into_owned(),
+            Err(e) => {
+                x.path = truncate_for_log(parts.uri.path());
+                return Err(ProxyError::BadPath(e));
+            }
+        };
+        let path = x.path.as_str();
+
+        // Operator paths are never public, whatever the route table says.
+        if crate::operator::is_operator_path(path) {
+            return Err(ProxyError::NoRoute);
+        }
+
+        if !self.live.is_loaded() {
+            return Err(ProxyError::NotReady);
+        }
+        let table = self.live.current();
+        let route: Arc<Route> = table.lookup(path).cloned().ok_or(ProxyError::NoRoute)?;
+        x.metrics = route.metrics.clone();
+
+        // Shed load at once rather than queue behind a slow upstream.
+        let global = self.inflight.try_acquire().ok_or(ProxyError::Overloaded)?;
+        let local = match &route.limit {
+            Some(l) => Some(l.try_acquire().ok_or(ProxyError::Overloaded)?),
+            None => None,
+        };
+        x.permits = [Some(global), local];
+
+        if let Some(len) = content_length(&parts.headers)
+            && len > self.limits.max_body_bytes
+        {
+            return Err(ProxyError::BodyTooLarge {
+                limit: self.limits.max_body_bytes,
+            });
+        }
+
+        // The host the client asked for: `Host`, or HTTP/2's `:authority`.
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+
+        let backend = route.upstream.pick();
+        x.upstream = Some(backend.label.clone());
+        let upstream_path = route.upstream_path(path);
+        let pq = path_and_query(&parts.uri, upstream_path);
+        parts.uri = Uri::from_parts({
+            let mut u = http::uri::Parts::default();
+            u.scheme = Some(backend.scheme.clone());
+            u.authority = Some(backend.authority.clone());
+            u.path_and_query = Some(pq);
+            u
+        })
+        .map_err(|_| ProxyError::BadPath(path::PathError::BadEncoding))?;
+
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(h) = &host
+            && !parts.headers.contains_key(header::HOST)
+        {
+            parts.headers.insert(header::HOST, h.clone());
+        }
+        headers::add_forwarded(
+            &mut parts.headers,
+            &Forwarded {
+                peer: conn.peer.ip(),
+                proto: if conn.tls {
+                    &headers::PROTO_HTTPS
+                } else {
+                    &headers::PROTO_HTTP
+                },
+                host: host.as_ref(),
+            },
+        );
+        parts.version = Version::HTTP_11;
+        let req = Request::from_parts(parts, RequestBody::new(body, self.limits.max_body_bytes));
+
+        match tokio::time::timeout(route.timeout, route.upstream.client.send(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(UpstreamError::Failed { kind, source })) => {
+                route.metrics.upstream_error(kind);
+                tracing::warn!(
+                    request_id = %x.request_id.to_str().unwrap_or_default(),
+                    route = %route.prefix,
+                    upstream = %backend.label,
+                    kind = kind.as_str(),
+                    error = %error_chain(&source),
+                    "upstream request failed"
+                );
+                Err(ProxyError::UpstreamUnavailable { kind })
+            }
+            Ok(Err(UpstreamError::BodyTooLarge { limit })) => Err(ProxyError::BodyTooLarge { limit }),
+            Ok(Err(UpstreamError::ClientAborted)) => Err(ProxyError::ClientClosed),
+            Err(_elapsed) => {
+                route.metrics.upstream_error(UpstreamErrorKind::Timeout);
+                tracing::warn!(
+                    request_id = %x.request_id.to_str().unwrap_or_default(),
+                    route = %route.prefix,
+                    upstream = %backend.label,
+                    timeout_ms = route.timeout.as_millis() as u64,
+                    "upstream timeout"
+                );
+                Err(ProxyError::UpstreamTimeout(route.timeout))
+            }
+        }
+    }
+}
+
+impl Service for Gateway {
+    async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<GatewayBody> {
+        self.handle(req, conn).await
+    }
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The upstream request target: the (possibly stripped) normalized path and
+/// the query exactly as the client sent it.
+fn path_and_query(original: &Uri, upstream_path: &str) -> PathAndQuery {
+    if upstream_path == original.path()
+        && let Some(pq) = original.path_and_query()
+    {
+        // Unchanged (the common case): reuse the shared bytes.
+        return pq.clone();
+    }
+    let s = match original.query() {
+        Some(q) => {
+            let mut s = String::with_capacity(upstream_path.len() + 1 + q.len());
+            s.push_str(upstream_path);
+            s.push('?');
+            s.push_str(q);
+            s
+        }
+        None => upstream_path.to_owned(),
+    };
+    // The normalized path only holds characters that were valid in the
+    // original target, so this cannot fail; `/` is the safe fallback.
+    PathAndQuery::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+}
+
+/// Paths in error logs are capped so a hostile 64 KiB path does not become
+/// a 64 KiB log line.
+fn truncate_for_log(p: &str) -> String {
+    const MAX: usize = 1024;
+    if p.len() <= MAX {
+        return p.to_owned();
+    }
+    let mut end = MAX;
+    while !p.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &p[..end])
+}
+
+/// `a: b: c` for an error and its sources, for log fields.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
