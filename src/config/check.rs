@@ -93,7 +93,9 @@ impl<'f> Checker<'f> {
         })
     }
 
-    /// The value of a required key; reports a missing or null one.
+    /// The value of a required key; reports a missing or null one. `what`
+    /// names the mapping (`"tls"`, `"route \"/billing\""`); empty for the
+    /// top level, where the file name already says it.
     pub fn required<'n>(
         &mut self,
         map: &Map<'n>,
@@ -101,17 +103,22 @@ impl<'f> Checker<'f> {
         what: &str,
         hint: &str,
     ) -> Option<&'n Entry> {
+        let owner = if what.is_empty() {
+            String::new()
+        } else {
+            format!("{what}: ")
+        };
         match map.entry(key) {
             Some(entry) if !entry.value.is_null() => Some(entry),
             Some(entry) => {
                 self.error(
                     entry.key_pos,
-                    format!("{what}: {key} must not be empty; {hint}"),
+                    format!("{owner}{key} must not be empty; {hint}"),
                 );
                 None
             }
             None => {
-                self.error(map.pos, format!("{what}: {key} is required; {hint}"));
+                self.error(map.pos, format!("{owner}{key} is required; {hint}"));
                 None
             }
         }

@@ -189,7 +189,7 @@ pub fn parse_gateway_config(source: &Path, text: &str) -> Result<GatewayConfig, 
         .required(
             &top,
             "routes_file",
-            "portico.yaml",
+            "",
             "name the route file, e.g. routes_file: routes/routes.yaml",
         )
         .and_then(|entry| c.path(&entry.value, "routes_file", base));
@@ -202,9 +202,9 @@ pub fn parse_gateway_config(source: &Path, text: &str) -> Result<GatewayConfig, 
     // Cross-field rules, checked only when both sides were written, so one
     // mistake gives one error.
     if let Some(listen) = &listen {
-        match (&listen.https, top.entry("tls").filter(|e| !e.value.is_null())) {
-            (Some((_, https_pos)), None) => c.error(
-                *https_pos,
+        match (listen.https_at, top.entry("tls").filter(|e| !e.value.is_null())) {
+            (Some(https_pos), None) => c.error(
+                https_pos,
                 "listen.https needs certificates: add a tls section, e.g. tls: {certificates: [{cert: tls.crt, key: tls.key}]}",
             ),
             (None, Some(entry)) => c.error(
@@ -254,6 +254,9 @@ pub fn parse_gateway_config(source: &Path, text: &str) -> Result<GatewayConfig, 
 struct ListenAt {
     http: Option<(SocketAddr, Pos)>,
     https: Option<(SocketAddr, Pos)>,
+    /// Where `https` was written, even if its address was invalid: a typo
+    /// in the address must not also produce "tls is set but https is not".
+    https_at: Option<Pos>,
     redirect_to_https: bool,
 }
 
@@ -285,19 +288,20 @@ fn listen(c: &mut Checker<'_>, top: &Map<'_>) -> Option<ListenAt> {
         );
         return None;
     }
-    if let Some(node) = redirect.filter(|_| redirect_to_https) {
-        if m.get("http").is_none() || m.get("https").is_none() {
-            c.error(
-                node.pos,
-                "listen.redirect_to_https needs both listen.http and listen.https (it redirects plain HTTP to the HTTPS listener)",
-            );
-        }
+    if let Some(node) = redirect.filter(|_| redirect_to_https)
+        && (m.get("http").is_none() || m.get("https").is_none())
+    {
+        c.error(
+            node.pos,
+            "listen.redirect_to_https needs both listen.http and listen.https (it redirects plain HTTP to the HTTPS listener)",
+        );
     }
     // An invalid address was reported above; keep going so the cross-field
     // checks still see the listener as "written".
     Some(ListenAt {
         http,
         https,
+        https_at: m.get("https").map(|n| n.pos),
         redirect_to_https,
     })
 }
@@ -500,15 +504,15 @@ fn limits(c: &mut Checker<'_>, top: &Map<'_>) -> Limits {
         &mut limits.upstream_connect_timeout,
     );
     duration(c, "upstream_timeout", &mut limits.upstream_timeout);
-    if let Some(n) = m.get("max_header_size") {
-        if let Some(bytes) = c.size(n, "limits.max_header_size") {
-            match usize::try_from(bytes) {
-                Ok(bytes) => limits.max_header_bytes = bytes,
-                Err(_) => c.error(
-                    n.pos,
-                    format!("limits.max_header_size: {} is too large", n.describe()),
-                ),
-            }
+    if let Some(n) = m.get("max_header_size")
+        && let Some(bytes) = c.size(n, "limits.max_header_size")
+    {
+        match usize::try_from(bytes) {
+            Ok(bytes) => limits.max_header_bytes = bytes,
+            Err(_) => c.error(
+                n.pos,
+                format!("limits.max_header_size: {} is too large", n.describe()),
+            ),
         }
     }
     if let Some(bytes) = m

@@ -133,14 +133,25 @@ impl FromStr for BackendUrl {
         if bracketed.is_empty() {
             return fail("needs a host, e.g. http://billing:8080".into());
         }
-        let port = match authority.port_u16() {
-            Some(0) => return fail("port must be between 1 and 65535, got 0".into()),
-            Some(port) => port,
-            None if authority.as_str().ends_with(':') => {
-                return fail("has an empty port; remove the \":\" or write the port".into());
-            }
+        // Read the port ourselves: `Authority::port_u16` says `None` both for
+        // no port and for an out-of-range one like 99999.
+        let port_text = match authority.as_str().rsplit_once(':') {
+            Some((_, port)) if !port.contains(']') => Some(port),
+            _ => None,
+        };
+        let port = match port_text.map(str::parse::<u16>) {
             None if tls => 443,
             None => 80,
+            Some(Ok(port)) if port != 0 => port,
+            Some(_) if port_text == Some("") => {
+                return fail("has an empty port; remove the \":\" or write the port".into());
+            }
+            Some(_) => {
+                return fail(format!(
+                    "port must be between 1 and 65535, got {:?}",
+                    port_text.unwrap_or_default()
+                ));
+            }
         };
         // `Uri::path` reports "/" both for no path and for a lone slash.
         if uri.path() != "/" {

@@ -203,7 +203,7 @@ fn gateway_errors_point_at_the_problem() {
         ("listen: [1,\n".into(), 2, 1, "invalid YAML"),
         (format!("{OK_LISTEN}routes_file: a\nroutes_file: b\n"), 4, 1, "duplicate key \"routes_file\" (first set at line 3)"),
         (format!("{OK_LISTEN}routes_file: &r a\n"), 3, 17, "anchors"),
-        (format!("{OK_LISTEN}routes_file: !!str a\n"), 3, 14, "tags"),
+        (format!("{OK_LISTEN}routes_file: !!str a\n"), 3, 20, "tags"),
         (
             format!("{OK_LISTEN}routes_file: r\nroute_file: r\n"),
             4,
@@ -265,6 +265,13 @@ fn gateway_errors_point_at_the_problem() {
             9,
             "listen.http: 0.0.0.0:8080 uses the same port as operator.listen (127.0.0.1:8080)",
         ),
+        // An invalid https address is one error, not also "tls without https".
+        (
+            "listen:\n  https: 0.0.0.0\ntls:\n  certificates: [{cert: c, key: k}]\nroutes_file: r\n".into(),
+            2,
+            10,
+            "listen.https: expected an IP:PORT address",
+        ),
         // tls.
         (
             "listen:\n  https: 0.0.0.0:8443\ntls:\n  certificates: []\nroutes_file: r\n".into(),
@@ -312,7 +319,7 @@ fn gateway_errors_point_at_the_problem() {
             7,
             "operator.allow[0]: expected a CIDR",
         ),
-        (format!("{OK_LISTEN}operator:\n  allow: [{{a: b}}]\nroutes_file: r\n"), 4, 11, "got a mapping"),
+        (format!("{OK_LISTEN}operator:\n  allow: [{{a: b}}]\nroutes_file: r\n"), 4, 12, "got a mapping"),
         (format!("{OK_LISTEN}operator:\n  listen: 9901\nroutes_file: r\n"), 4, 11, "(write \"0.0.0.0:9901\")"),
         (format!("{OK_LISTEN}operator:\n  token_file: [a]\nroutes_file: r\n"), 4, 3, "operator.token_file: expected a file path"),
         (format!("{OK_LISTEN}operator:\n  tokenfile: a\nroutes_file: r\n"), 4, 3, "(did you mean \"token_file\"?)"),
@@ -621,7 +628,11 @@ fn backend_urls() {
         ("http://:8080", "needs a host"),
         ("http://billing:0", "port must be between 1 and 65535"),
         ("http://billing:", "empty port"),
-        ("http://billing:99999", "is not a valid URL"),
+        (
+            "http://billing:99999",
+            "port must be between 1 and 65535, got \"99999\"",
+        ),
+        ("http://[::1]:70000", "port must be between"),
         ("http://bil ling", "must not contain spaces"),
     ];
     for (text, needle) in invalid {

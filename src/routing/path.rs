@@ -73,15 +73,17 @@ fn is_normalized(b: &[u8]) -> bool {
 }
 
 /// Most request paths hold none of `%`, `\\`, NUL, `//` or `/.`. This check
-/// has no early exits or data-dependent branches so the compiler vectorizes
-/// it; it is about 3x faster than the exact scan on a typical path.
+/// has no early exit and no data-dependent branch, so the compiler can
+/// vectorize it: on a 37-byte path, `normalize` took 13 ns with it against
+/// 33 ns with the exact scan alone (benches/hot_path.rs).
 #[inline]
 fn is_plain(b: &[u8]) -> bool {
-    let mut suspicious = false;
-    for &c in b {
+    let Some((&last, _)) = b.split_last() else {
+        return true;
+    };
+    let mut suspicious = (last == b'%') | (last == b'\\') | (last == 0);
+    for (&c, &next) in b.iter().zip(&b[1..]) {
         suspicious |= (c == b'%') | (c == b'\\') | (c == 0);
-    }
-    for (&c, &next) in b.iter().zip(&b[1.min(b.len())..]) {
         suspicious |= (c == b'/') & ((next == b'/') | (next == b'.'));
     }
     !suspicious
@@ -414,6 +416,7 @@ mod tests {
 
         #[test]
         fn fast_path_agrees_with_slow_path(p in hostile_path()) {
+            prop_assert!(!is_plain(p.as_bytes()) || is_normalized_exact(p.as_bytes()));
             if is_normalized(p.as_bytes()) {
                 prop_assert_eq!(normalize_slow(&p), Ok(p.clone()));
             }

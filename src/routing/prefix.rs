@@ -81,7 +81,7 @@ pub enum InvalidPrefix {
          the path with a trailing slash and everything below it"
     )]
     TrailingSlash,
-    #[error("a prefix must not contain {0:?}; percent-encode it")]
+    #[error("a prefix must not contain {0:?}: prefixes are literal, not route patterns")]
     ReservedChar(char),
     #[error("{0}")]
     Path(PathError),

@@ -1,0 +1,7 @@
+//! Portico's integration tests: one test binary (fast to link), one module
+//! per area. Every test starts real servers on ephemeral loopback ports.
+
+mod support;
+
+mod cli;
+mod proxy;

@@ -1,0 +1,96 @@
+//! The gateway started in-process on ephemeral loopback ports, with its
+//! config and route file in a temporary directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use portico::app::{self, Listeners};
+use portico::config;
+use portico::observability::metrics::Metrics;
+use portico::routing::live::LiveRoutes;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::backend::Backend;
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub operator_addr: SocketAddr,
+    pub live: Arc<LiveRoutes>,
+    pub metrics: Arc<Metrics>,
+    pub dir: tempfile::TempDir,
+    pub routes_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    running: Option<app::Running>,
+}
+
+/// Route file YAML for `(prefix, backend)` pairs.
+pub fn routes_yaml(routes: &[(&str, &Backend)]) -> String {
+    let mut s = String::from("routes:\n");
+    for (prefix, b) in routes {
+        s.push_str(&format!("  - prefix: {prefix}\n    backend: {}\n", b.url()));
+    }
+    s
+}
+
+impl TestGateway {
+    /// Starts with the given route file and default settings.
+    pub async fn start(routes: &str) -> TestGateway {
+        Self::start_with(routes, "").await
+    }
+
+    /// `extra` is appended to the generated portico.yaml (e.g. a `limits:` block).
+    pub async fn start_with(routes: &str, extra: &str) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let routes_path = dir.path().join("routes.yaml");
+        std::fs::write(&routes_path, routes).unwrap();
+        let yaml = format!(
+            "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: {}\n{extra}",
+            routes_path.display()
+        );
+        let cfg_path = dir.path().join("portico.yaml");
+        std::fs::write(&cfg_path, &yaml).unwrap();
+        let cfg = config::load_gateway_config(&cfg_path)
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n{yaml}"));
+        Self::start_cfg(cfg, dir, routes_path).await
+    }
+
+    pub async fn start_cfg(cfg: config::GatewayConfig, dir: tempfile::TempDir, routes_path: PathBuf) -> TestGateway {
+        let listeners = Listeners {
+            http: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            https: None,
+            operator: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let running = app::start(cfg, listeners, async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("gateway starts");
+        TestGateway {
+            addr: running.http_addr.unwrap(),
+            operator_addr: running.operator_addr.unwrap(),
+            live: running.live.clone(),
+            metrics: running.metrics.clone(),
+            dir,
+            routes_path,
+            stop: Some(tx),
+            running: Some(running),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Asks for a graceful shutdown and waits until it completes.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(r) = self.running.take() {
+            r.wait().await;
+        }
+    }
+}
