@@ -100,7 +100,9 @@ pub async fn start(
         default_timeout: cfg.limits.upstream_timeout,
     };
     if let ReloadOutcome::Failed { .. } = reloader.reload_once() {
-        tracing::warn!("starting without a route table: /readyz answers 503 until the route file is valid");
+        tracing::warn!(
+            "starting without a route table: /readyz answers 503 until the route file is valid"
+        );
     }
 
     let gateway = Arc::new(Gateway::new(
@@ -141,7 +143,10 @@ pub async fn start(
         return Err(StartError::MissingHttpsListener);
     }
     let https_addr = None;
-    let operator_addr = listeners.operator.as_ref().and_then(|l| l.local_addr().ok());
+    let operator_addr = listeners
+        .operator
+        .as_ref()
+        .and_then(|l| l.local_addr().ok());
 
     let shutdown_timeout = cfg.shutdown.timeout;
     let done = tokio::spawn(async move {
@@ -150,7 +155,10 @@ pub async fn start(
         let _ = stop_tx.send(true);
         let all = futures_util::future::join_all(servers);
         if tokio::time::timeout(shutdown_timeout, all).await.is_err() {
-            tracing::warn!(timeout_ms = shutdown_timeout.as_millis() as u64, "shutdown timeout reached with requests still in flight");
+            tracing::warn!(
+                timeout_ms = shutdown_timeout.as_millis() as u64,
+                "shutdown timeout reached with requests still in flight"
+            );
         }
         drop(reloader);
     });

@@ -94,7 +94,9 @@ pub fn routes(config_path: &Path, request_path: Option<&str>, host: Option<&str>
         println!("normalized: {normalized}");
     }
     if crate::operator::is_operator_path(&normalized) {
-        println!("result:  404 no_route (reserved operator path; served only on the operator listener)");
+        println!(
+            "result:  404 no_route (reserved operator path; served only on the operator listener)"
+        );
         return 0;
     }
     let mut router = crate::routing::prefix::PrefixRouter::new();
@@ -117,14 +119,21 @@ pub fn routes(config_path: &Path, request_path: Option<&str>, host: Option<&str>
             let why = if others.is_empty() {
                 "the only prefix that matches segment-wise".to_string()
             } else {
-                format!("longest matching prefix; also matched: {}", others.join(", "))
+                format!(
+                    "longest matching prefix; also matched: {}",
+                    others.join(", ")
+                )
             };
             println!("why:     {why}");
             let backends: Vec<String> = spec.backends.iter().map(|b| b.to_string()).collect();
             println!("backend: {}", backends.join(", "));
             let mut upstream = if spec.strip_prefix && spec.prefix != "/" {
                 let rest = &normalized[spec.prefix.len()..];
-                if rest.starts_with('/') { rest.to_string() } else { "/".to_string() }
+                if rest.starts_with('/') {
+                    rest.to_string()
+                } else {
+                    "/".to_string()
+                }
             } else {
                 normalized.to_string()
             };

@@ -67,7 +67,8 @@ pub async fn run(listen: SocketAddr) -> u8 {
         }
     };
     let running =
-        match crate::app::start(cfg, listeners, crate::lifecycle::signals::shutdown_signal()).await {
+        match crate::app::start(cfg, listeners, crate::lifecycle::signals::shutdown_signal()).await
+        {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("{e}");
@@ -128,7 +129,11 @@ async fn serve_backend(listener: TcpListener, name: &'static str) {
 
 async fn describe(req: Request<Incoming>, name: &str) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body_bytes = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let body_bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()

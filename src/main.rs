@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use portico::cli;
 
 #[derive(Parser)]
-#[command(name = "portico", version, about = "Portico: an edge ingress gateway for HTTP services on Kubernetes")]
+#[command(
+    name = "portico",
+    version,
+    about = "Portico: an edge ingress gateway for HTTP services on Kubernetes"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,9 @@ fn main() -> ExitCode {
     let code = match args.command {
         Command::Serve { config } => cli::serve(&config),
         Command::Check { config } => cli::check(&config),
-        Command::Routes { config, path, host } => cli::routes(&config, path.as_deref(), host.as_deref()),
+        Command::Routes { config, path, host } => {
+            cli::routes(&config, path.as_deref(), host.as_deref())
+        }
         Command::Demo { listen } => cli::demo(listen),
     };
     ExitCode::from(code)

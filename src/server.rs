@@ -200,7 +200,8 @@ impl<S: Service> Connection<S> {
         match &self.tls {
             None => self.serve_http(tcp, conn).await,
             Some(tls) => {
-                let handshake = tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(tcp));
+                let handshake =
+                    tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(tcp));
                 match handshake.await {
                     Ok(Ok(stream)) => self.serve_http(stream, conn).await,
                     Ok(Err(e)) => {

@@ -87,8 +87,20 @@ mod tests {
         assert!(line.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         for key in [
-            "ts", "level", "msg", "request_id", "method", "path", "status", "duration_ms",
-            "route", "upstream", "client_ip", "proto", "bytes_out", "user_agent",
+            "ts",
+            "level",
+            "msg",
+            "request_id",
+            "method",
+            "path",
+            "status",
+            "duration_ms",
+            "route",
+            "upstream",
+            "client_ip",
+            "proto",
+            "bytes_out",
+            "user_agent",
         ] {
             assert!(v.get(key).is_some(), "missing {key} in {line}");
         }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use http::Method;
 use parking_lot::RwLock;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 pub const REQUESTS_TOTAL: &str = "portico_requests_total";
@@ -110,7 +110,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(REQUESTS_TOTAL, "Requests answered, by route, method and status."),
+            Opts::new(
+                REQUESTS_TOTAL,
+                "Requests answered, by route, method and status.",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
@@ -124,7 +127,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_errors = IntCounterVec::new(
-            Opts::new(UPSTREAM_ERRORS_TOTAL, "Failed upstream exchanges, by route and kind."),
+            Opts::new(
+                UPSTREAM_ERRORS_TOTAL,
+                "Failed upstream exchanges, by route and kind.",
+            ),
             &["route", "kind"],
         )
         .expect("valid metric");
@@ -180,7 +186,9 @@ impl Metrics {
         }
         #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("process collector registers once");
         // Both results exist from the start so dashboards see 0, not "no data".
         for result in ["success", "failure"] {
@@ -317,10 +325,14 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
-        assert!(text.contains(
-            r#"portico_requests_total{method="GET",route="/billing",status="200"} 1"#
-        ));
-        assert!(text.contains(r#"portico_upstream_errors_total{kind="timeout",route="/billing"} 1"#));
+        assert!(
+            text.contains(
+                r#"portico_requests_total{method="GET",route="/billing",status="200"} 1"#
+            )
+        );
+        assert!(
+            text.contains(r#"portico_upstream_errors_total{kind="timeout",route="/billing"} 1"#)
+        );
     }
 
     #[test]
@@ -338,8 +350,8 @@ mod tests {
             r.observe(&Method::POST, 404, 0.001);
         }
         let text = m.render();
-        assert!(text.contains(
-            r#"portico_requests_total{method="POST",route="none",status="404"} 5"#
-        ));
+        assert!(
+            text.contains(r#"portico_requests_total{method="POST",route="none",status="404"} 5"#)
+        );
     }
 }

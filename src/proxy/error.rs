@@ -85,7 +85,10 @@ impl ProxyError {
         );
         h.insert(super::request_id::X_REQUEST_ID.clone(), request_id.clone());
         if matches!(self, ProxyError::Overloaded | ProxyError::Draining) {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         resp
     }
@@ -105,11 +108,23 @@ mod tests {
     async fn every_error_has_a_json_body_with_the_request_id() {
         let id = HeaderValue::from_static("req-1");
         let cases = [
-            (ProxyError::BadPath(PathError::AboveRoot), 400, "bad_request"),
+            (
+                ProxyError::BadPath(PathError::AboveRoot),
+                400,
+                "bad_request",
+            ),
             (ProxyError::NoRoute, 404, "no_route"),
             (ProxyError::NotReady, 404, "no_route"),
-            (ProxyError::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
-            (ProxyError::HeadersTooLarge { limit: 10 }, 431, "headers_too_large"),
+            (
+                ProxyError::BodyTooLarge { limit: 10 },
+                413,
+                "body_too_large",
+            ),
+            (
+                ProxyError::HeadersTooLarge { limit: 10 },
+                431,
+                "headers_too_large",
+            ),
             (
                 ProxyError::UpstreamUnavailable {
                     kind: UpstreamErrorKind::Connect,

@@ -207,7 +207,9 @@ impl Gateway {
                 );
                 Err(ProxyError::UpstreamUnavailable { kind })
             }
-            Ok(Err(UpstreamError::BodyTooLarge { limit })) => Err(ProxyError::BodyTooLarge { limit }),
+            Ok(Err(UpstreamError::BodyTooLarge { limit })) => {
+                Err(ProxyError::BodyTooLarge { limit })
+            }
             Ok(Err(UpstreamError::ClientAborted)) => Err(ProxyError::ClientClosed),
             Err(_elapsed) => {
                 route.metrics.upstream_error(UpstreamErrorKind::Timeout);
@@ -255,7 +257,8 @@ fn path_and_query(original: &Uri, upstream_path: &str) -> PathAndQuery {
     };
     // The normalized path only holds characters that were valid in the
     // original target, so this cannot fail; `/` is the safe fallback.
-    PathAndQuery::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+    PathAndQuery::from_maybe_shared(Bytes::from(s))
+        .unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }
 
 /// Paths in error logs are capped so a hostile 64 KiB path does not become

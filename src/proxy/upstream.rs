@@ -76,7 +76,10 @@ impl UpstreamClient {
     }
 
     /// A client trusting only the CAs in a PEM file (private CAs).
-    pub fn with_ca_file(connect_timeout: Duration, path: &Path) -> Result<Self, UpstreamSetupError> {
+    pub fn with_ca_file(
+        connect_timeout: Duration,
+        path: &Path,
+    ) -> Result<Self, UpstreamSetupError> {
         let pem = std::fs::read(path).map_err(|source| UpstreamSetupError::CaRead {
             path: path.to_owned(),
             source,
@@ -121,7 +124,10 @@ impl UpstreamClient {
     }
 
     /// Sends one request (absolute-form URI) and waits for the response head.
-    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         self.client.request(req).await.map_err(classify)
     }
 }
@@ -138,7 +144,9 @@ fn classify(err: hyper_util::client::legacy::Error) -> UpstreamError {
     while let Some(e) = cause {
         if let Some(body) = e.downcast_ref::<RequestBodyError>() {
             return match body {
-                RequestBodyError::TooLarge { limit } => UpstreamError::BodyTooLarge { limit: *limit },
+                RequestBodyError::TooLarge { limit } => {
+                    UpstreamError::BodyTooLarge { limit: *limit }
+                }
                 RequestBodyError::Client(_) => UpstreamError::ClientAborted,
             };
         }

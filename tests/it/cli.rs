@@ -11,10 +11,23 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn check_accepts_a_valid_config_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "routes.yaml", "routes:\n  - prefix: /billing\n    backend: http://billing:8080\n");
-    let cfg = write(dir.path(), "portico.yaml", "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n");
+    write(
+        dir.path(),
+        "routes.yaml",
+        "routes:\n  - prefix: /billing\n    backend: http://billing:8080\n",
+    );
+    let cfg = write(
+        dir.path(),
+        "portico.yaml",
+        "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n",
+    );
     let out = run(&["check", "--config", cfg.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 route(s)"));
 }
 
@@ -36,7 +49,11 @@ routes:
     backend: http://b:1
 ";
     let routes_path = write(dir.path(), "routes.yaml", routes);
-    let cfg = write(dir.path(), "portico.yaml", "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n");
+    let cfg = write(
+        dir.path(),
+        "portico.yaml",
+        "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n",
+    );
     let out = run(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -49,7 +66,8 @@ routes:
     ] {
         let prefix = format!("{file}:{line}:{col}: ");
         assert!(
-            err.lines().any(|l| l.starts_with(&prefix) && l.contains(needle)),
+            err.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(needle)),
             "expected {prefix}...{needle} in:\n{err}"
         );
     }
@@ -94,9 +112,19 @@ fn routes_match_explains_the_choice() {
         "routes.yaml",
         "routes:\n  - prefix: /\n    backend: http://root:80\n  - prefix: /billing\n    backend: http://billing:8080\n  - prefix: /billing/reports\n    backend: http://reports:8080\n    strip_prefix: true\n",
     );
-    let cfg = write(dir.path(), "portico.yaml", "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n");
+    let cfg = write(
+        dir.path(),
+        "portico.yaml",
+        "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n",
+    );
     let c = cfg.to_str().unwrap();
-    let out = run(&["routes", "--config", c, "--match", "/billing/reports/2024?x=1"]);
+    let out = run(&[
+        "routes",
+        "--config",
+        c,
+        "--match",
+        "/billing/reports/2024?x=1",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("route:   /billing/reports"), "{text}");
@@ -112,5 +140,8 @@ fn routes_match_explains_the_choice() {
 
     let out = run(&["routes", "--config", c]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("/billing/reports") && table.contains("http://root:80"), "{table}");
+    assert!(
+        table.contains("/billing/reports") && table.contains("http://root:80"),
+        "{table}"
+    );
 }

@@ -40,7 +40,10 @@ async fn kubernetes_ingress_prefix_examples() {
                 // The access-log route label is visible in the metrics.
                 let text = gw.metrics.render();
                 let needle = format!("route=\"{route}\",status=\"200\"");
-                assert!(text.contains(&needle), "{prefixes:?} {path}: expected {needle}");
+                assert!(
+                    text.contains(&needle),
+                    "{prefixes:?} {path}: expected {needle}"
+                );
             }
             None => {
                 assert_eq!(reply.status, 404, "{prefixes:?} {path}");
@@ -103,7 +106,11 @@ async fn paths_are_normalized_before_routing_and_forwarding() {
         ("/api/%7Euser", "api", "/api/~user"),
         ("/api/a%3ab", "api", "/api/a%3Ab"),
         ("//api", "api", "/api"),
-        ("/api/x?q=/../admin&y=%2F", "api", "/api/x?q=/../admin&y=%2F"),
+        (
+            "/api/x?q=/../admin&y=%2F",
+            "api",
+            "/api/x?q=/../admin&y=%2F",
+        ),
         ("/x/../admin", "admin", "/admin"),
     ];
     for (raw, backend, target) in ok {
@@ -111,7 +118,10 @@ async fn paths_are_normalized_before_routing_and_forwarding() {
         assert_eq!(status, 200, "{raw}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["backend"], backend, "{raw}");
-        assert_eq!(v["target"], target, "{raw}: backend must see the normalized path");
+        assert_eq!(
+            v["target"], target,
+            "{raw}: backend must see the normalized path"
+        );
     }
     let bad = [
         "/..",
@@ -132,7 +142,11 @@ async fn paths_are_normalized_before_routing_and_forwarding() {
         assert_eq!(v["error"], "bad_request", "{raw}");
         assert!(v["request_id"].as_str().is_some_and(|s| !s.is_empty()));
     }
-    assert_eq!(api.seen().len() + admin.seen().len(), ok.len(), "no bad path reached a backend");
+    assert_eq!(
+        api.seen().len() + admin.seen().len(),
+        ok.len(),
+        "no bad path reached a backend"
+    );
     gw.shutdown().await;
 }
 
@@ -164,7 +178,11 @@ async fn reserved_operator_paths_are_404_for_every_spelling() {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["error"], "no_route", "{s}");
     }
-    assert!(catch_all.seen().is_empty(), "the backend saw {:?}", catch_all.seen());
+    assert!(
+        catch_all.seen().is_empty(),
+        "the backend saw {:?}",
+        catch_all.seen()
+    );
     // Look-alikes are ordinary paths.
     assert_eq!(get(gw.addr, "/metricsx").await.status, 200);
     assert_eq!(get(gw.addr, "/x/metrics").await.status, 200);
@@ -183,8 +201,15 @@ async fn request_ids_are_kept_replaced_or_generated() {
     for bad in ["has space", "quo\"te", "back\\slash", &"x".repeat(129)] {
         let r = get_with(gw.addr, "/b", &[("x-request-id", bad)]).await;
         let id = r.header("x-request-id").unwrap().to_owned();
-        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{bad:?} replaced by a UUID, got {id}");
-        assert_eq!(b.last().headers["x-request-id"], id.as_str(), "upstream got the same id");
+        assert!(
+            uuid::Uuid::parse_str(&id).is_ok(),
+            "{bad:?} replaced by a UUID, got {id}"
+        );
+        assert_eq!(
+            b.last().headers["x-request-id"],
+            id.as_str(),
+            "upstream got the same id"
+        );
     }
 
     let generated = get(gw.addr, "/b").await;
@@ -224,13 +249,23 @@ async fn hop_by_hop_headers_are_stripped_and_forwarded_headers_set() {
     assert!(reply.headers.get("keep-alive").is_none());
 
     let seen = b.last().headers;
-    for h in ["x-drop-me", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+    for h in [
+        "x-drop-me",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
         assert!(seen.get(h).is_none(), "{h} reached the backend");
     }
     assert_eq!(seen["x-kept"], "yes");
     assert_eq!(seen["host"], "api.example.com", "Host is kept");
     assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
-    assert_eq!(seen["x-forwarded-proto"], "http", "the client's claim is replaced");
+    assert_eq!(
+        seen["x-forwarded-proto"], "http",
+        "the client's claim is replaced"
+    );
     assert_eq!(seen["x-forwarded-host"], "api.example.com");
     gw.shutdown().await;
 }
@@ -276,7 +311,10 @@ async fn strip_prefix_sends_the_rest_of_the_path_never_empty() {
 #[tokio::test]
 async fn unreachable_backend_is_502_and_slow_backend_is_504() {
     // A port that was just free: nothing listens there.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let slow = Backend::start("slow").await;
     let routes = format!(
         "routes:\n  - prefix: /dead\n    backend: http://{dead}\n  - prefix: /slow\n    backend: {}\n    timeout: 200ms\n",
@@ -294,10 +332,16 @@ async fn unreachable_backend_is_502_and_slow_backend_is_504() {
     let r = get(gw.addr, "/slow/x?sleep_ms=3000").await;
     assert_eq!(r.status, 504);
     assert_eq!(r.json()["error"], "upstream_timeout");
-    assert!(started.elapsed() < Duration::from_secs(2), "timed out at the route timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "timed out at the route timeout"
+    );
 
     let text = gw.metrics.render();
-    assert!(text.contains(r#"portico_upstream_errors_total{kind="connect",route="/dead"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"portico_upstream_errors_total{kind="connect",route="/dead"} 1"#),
+        "{text}"
+    );
     assert!(text.contains(r#"portico_upstream_errors_total{kind="timeout",route="/slow"} 1"#));
     gw.shutdown().await;
 }

@@ -48,7 +48,13 @@ pub fn h2c() -> Client<HttpConnector, Full<Bytes>> {
 
 /// GET `path` on `addr` over HTTP/1.1.
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
-    send(&http1(), Request::get(format!("http://{addr}{path}")).body(Full::default()).unwrap()).await
+    send(
+        &http1(),
+        Request::get(format!("http://{addr}{path}"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
 }
 
 /// GET with extra headers.

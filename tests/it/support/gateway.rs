@@ -56,7 +56,11 @@ impl TestGateway {
         Self::start_cfg(cfg, dir, routes_path).await
     }
 
-    pub async fn start_cfg(cfg: config::GatewayConfig, dir: tempfile::TempDir, routes_path: PathBuf) -> TestGateway {
+    pub async fn start_cfg(
+        cfg: config::GatewayConfig,
+        dir: tempfile::TempDir,
+        routes_path: PathBuf,
+    ) -> TestGateway {
         let listeners = Listeners {
             http: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
             https: None,

@@ -1,0 +1,173 @@
+//! Bodies stream through the gateway in both directions: a 1 GiB upload and
+//! a 1 GiB download pass with flat memory, and body limits hold for
+//! declared and chunked bodies.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::support::backend::Backend;
+use crate::support::gateway::TestGateway;
+
+const GIB: u64 = 1 << 30;
+/// Generous for allocator noise and pools; a buffered 1 GiB body would be 16x this.
+const MAX_RSS_GROWTH: u64 = 64 << 20;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// `n` bytes as a stream of 64 KiB chunks, generated on the fly.
+type Generated = StreamBody<
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>,
+>;
+
+fn generated(n: u64) -> Generated {
+    let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
+    StreamBody::new(Box::pin(futures_util::stream::unfold(n, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let take = left.min(chunk.len() as u64);
+            Some((Ok(Frame::data(chunk.slice(..take as usize))), left - take))
+        }
+    })))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_upload_and_download_stream_with_flat_memory() {
+    let b = Backend::start("bulk").await;
+    let routes = format!(
+        "routes:\n  - prefix: /bulk\n    backend: {}\n    timeout: 300s\n",
+        b.url()
+    );
+    let gw = TestGateway::start_with(&routes, "limits:\n  max_body_size: 2GiB\n").await;
+    // Warm up pools and allocator before the baseline.
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let warm = client
+        .request(
+            Request::post(format!("http://{}/bulk/warm", gw.addr))
+                .body(generated(1 << 20))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    warm.into_body().collect().await.unwrap();
+    let baseline = rss_bytes();
+
+    // Upload: the backend counts what arrives.
+    let resp = client
+        .request(
+            Request::post(format!("http://{}/bulk/up", gw.addr))
+                .body(generated(GIB))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["body_bytes"], GIB, "every byte reached the backend");
+    let after_upload = rss_bytes();
+
+    // Download: count frames without keeping them.
+    let resp = client
+        .request(
+            Request::get(format!("http://{}/bulk/down?download_bytes={GIB}", gw.addr))
+                .body(generated(0))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame.unwrap().data_ref() {
+            got += d.len() as u64;
+        }
+    }
+    assert_eq!(got, GIB);
+    let after_download = rss_bytes();
+
+    let growth = after_upload.max(after_download).saturating_sub(baseline);
+    assert!(
+        growth < MAX_RSS_GROWTH,
+        "RSS grew by {} MiB streaming 1 GiB each way (baseline {} MiB)",
+        growth >> 20,
+        baseline >> 20
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn declared_body_over_the_limit_is_413_before_the_backend() {
+    let b = Backend::start("b").await;
+    let routes = format!("routes:\n  - prefix: /b\n    backend: {}\n", b.url());
+    let gw = TestGateway::start_with(&routes, "limits:\n  max_body_size: 1KiB\n").await;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let resp = client
+        .request(
+            Request::post(format!("http://{}/b", gw.addr))
+                .header("content-length", "2048")
+                .body(http_body_util::Full::new(Bytes::from(vec![0u8; 2048])))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"], "body_too_large");
+    assert!(b.seen().is_empty(), "the backend never saw it");
+
+    // At the limit is fine.
+    let resp = client
+        .request(
+            Request::post(format!("http://{}/b", gw.addr))
+                .body(http_body_util::Full::new(Bytes::from(vec![0u8; 1024])))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunked_body_growing_past_the_limit_is_413() {
+    let b = Backend::start("b").await;
+    let routes = format!("routes:\n  - prefix: /b\n    backend: {}\n", b.url());
+    let gw = TestGateway::start_with(&routes, "limits:\n  max_body_size: 64KiB\n").await;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    // No content-length: hyper sends it chunked.
+    let resp = client
+        .request(
+            Request::post(format!("http://{}/b", gw.addr))
+                .body(generated(1 << 20))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"], "body_too_large");
+    assert!(
+        b.seen().iter().all(|s| s.body_bytes <= 64 * 1024),
+        "the backend never got more than the limit"
+    );
+    // The gateway keeps serving.
+    let ok = crate::support::client::get(gw.addr, "/b/after").await;
+    assert_eq!(ok.status, 200);
+    gw.shutdown().await;
+}
