@@ -5,18 +5,22 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::GatewayConfig;
+use crate::lifecycle::drain::Drain;
 use crate::lifecycle::reload::{ReloadOutcome, Reloader};
 use crate::observability::metrics::Metrics;
+use crate::operator::{Operator, OperatorState};
 use crate::proxy::upstream::{UpstreamClients, UpstreamSetupError};
 use crate::proxy::{Gateway, RequestLimits};
 use crate::routing::live::LiveRoutes;
-use crate::server::{self, ListenerKind, ServerOptions};
+use crate::server::{self, ListenerKind, ServerOptions, TlsSetup};
+use crate::tls::{HttpsRedirect, TlsError, TlsTerminator};
 
 /// The sockets the gateway serves on, bound before [`start`].
 pub struct Listeners {
@@ -63,6 +67,10 @@ pub enum StartError {
     Upstream(#[from] UpstreamSetupError),
     #[error("listen.https is configured but no HTTPS listener was passed in")]
     MissingHttpsListener,
+    #[error("an HTTPS listener was passed in but the config has no tls section")]
+    MissingTls,
+    #[error("cannot load TLS certificates")]
+    Tls(#[from] TlsError),
 }
 
 /// A started gateway.
@@ -72,6 +80,11 @@ pub struct Running {
     pub operator_addr: Option<SocketAddr>,
     pub live: Arc<LiveRoutes>,
     pub metrics: Arc<Metrics>,
+    /// True once shutdown has begun: `/readyz` answers 503 from then on.
+    /// Lifecycle code sets it at SIGTERM, before the drain delay starts.
+    pub draining: Arc<AtomicBool>,
+    /// Readiness and the in-flight registry, shared with the shutdown sequence.
+    pub drain: Drain,
     done: JoinHandle<()>,
 }
 
@@ -92,13 +105,17 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
     let clients = Arc::new(UpstreamClients::new(cfg.limits.upstream_connect_timeout)?);
     let live = Arc::new(LiveRoutes::new());
-    let reloader = Reloader {
+    let drain = Drain::new();
+    // The operator's readiness reads the same flag the shutdown sequence sets.
+    let draining = drain.draining.clone();
+    let reloader = Arc::new(Reloader {
         path: cfg.routes_file.clone(),
         live: live.clone(),
         metrics: metrics.clone(),
         clients: clients.clone(),
         default_timeout: cfg.limits.upstream_timeout,
-    };
+        last_rejected: Default::default(),
+    });
     if let ReloadOutcome::Failed { .. } = reloader.reload_once() {
         tracing::warn!(
             "starting without a route table: /readyz answers 503 until the route file is valid"
@@ -113,61 +130,108 @@ pub async fn start(
             max_body_bytes: cfg.limits.max_body_bytes,
         },
         cfg.limits.max_inflight,
+        drain.inflight.clone(),
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let options = |kind: ListenerKind| ServerOptions {
         kind,
         header_read_timeout: cfg.limits.header_read_timeout,
         max_header_bytes: cfg.limits.max_header_bytes,
+        idle_timeout: cfg.limits.idle_timeout,
         max_connections: cfg.limits.max_connections,
         tls: None,
         connections_open: metrics.connections_open.with_label_values(&[kind.as_str()]),
     };
 
     let mut servers = Vec::new();
+    // Certificates load before any listener serves: a bad pair stops the
+    // start (exit 1) rather than failing every handshake later.
+    if cfg.listen.https.is_some() && listeners.https.is_none() {
+        return Err(StartError::MissingHttpsListener);
+    }
+    let https = match (listeners.https, &cfg.tls) {
+        (Some(l), Some(tls)) => Some((l, Arc::new(TlsTerminator::load(tls)?), tls.handshake_timeout)),
+        (Some(_), None) => return Err(StartError::MissingTls),
+        (None, _) => None,
+    };
+    let https_addr = https.as_ref().and_then(|(l, ..)| l.local_addr().ok());
     let http_addr = match listeners.http {
         Some(l) => {
             let addr = l.local_addr().ok();
             log_listening(ListenerKind::Http, addr);
+            let opts = options(ListenerKind::Http);
+            servers.push(match https_addr.filter(|_| cfg.listen.redirect_to_https) {
+                // Plain HTTP only redirects: nothing is proxied in clear text.
+                Some(to) => {
+                    let redirect = Arc::new(HttpsRedirect::new(to.port(), &metrics));
+                    tokio::spawn(server::serve(l, redirect, opts, stop_rx.clone()))
+                }
+                None => tokio::spawn(server::serve(l, gateway.clone(), opts, stop_rx.clone())),
+            });
+            addr
+        }
+        None => None,
+    };
+    if let Some((l, terminator, handshake_timeout)) = https {
+        log_listening(ListenerKind::Https, https_addr);
+        let opts = ServerOptions {
+            tls: Some(TlsSetup {
+                acceptor: terminator.acceptor(),
+                handshake_timeout,
+                errors: metrics.tls_handshake_errors.clone(),
+            }),
+            ..options(ListenerKind::Https)
+        };
+        servers.push(tokio::spawn(server::serve(l, gateway.clone(), opts, stop_rx.clone())));
+        // Live certificate reload, polling the files until shutdown.
+        servers.push(tokio::spawn(terminator.watch(crate::tls::WATCH_INTERVAL, stop_rx.clone())));
+    }
+    let operator = Arc::new(Operator::new(
+        &cfg.operator,
+        OperatorState {
+            live: live.clone(),
+            metrics: metrics.clone(),
+            draining: draining.clone(),
+        },
+    ));
+    let operator_addr = match listeners.operator {
+        Some(l) => {
+            let addr = l.local_addr().ok();
+            log_listening(ListenerKind::Operator, addr);
             servers.push(tokio::spawn(server::serve(
                 l,
-                gateway.clone(),
-                options(ListenerKind::Http),
+                operator,
+                options(ListenerKind::Operator),
                 stop_rx.clone(),
             )));
             addr
         }
         None => None,
     };
-    if cfg.listen.https.is_some() && listeners.https.is_none() {
-        return Err(StartError::MissingHttpsListener);
-    }
-    let https_addr = None;
-    let operator_addr = listeners
-        .operator
-        .as_ref()
-        .and_then(|l| l.local_addr().ok());
 
-    let shutdown_timeout = cfg.shutdown.timeout;
-    let done = tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: closing listeners and draining connections");
-        let _ = stop_tx.send(true);
-        let all = futures_util::future::join_all(servers);
-        if tokio::time::timeout(shutdown_timeout, all).await.is_err() {
-            tracing::warn!(
-                timeout_ms = shutdown_timeout.as_millis() as u64,
-                "shutdown timeout reached with requests still in flight"
-            );
-        }
-        drop(reloader);
-    });
+    let (watch_stop_tx, watch_stop_rx) = watch::channel(false);
+    let watcher = tokio::spawn(crate::lifecycle::watch::run(reloader, watch_stop_rx));
+
+    let done = tokio::spawn(crate::lifecycle::shutdown::sequence(
+        shutdown,
+        crate::lifecycle::shutdown::Plan {
+            drain: drain.clone(),
+            drain_delay: cfg.shutdown.drain_delay,
+            timeout: cfg.shutdown.timeout,
+            stop_listeners: stop_tx,
+            stop_watcher: watch_stop_tx,
+            servers,
+            watcher,
+        },
+    ));
     Ok(Running {
         http_addr,
         https_addr,
         operator_addr,
         live,
         metrics,
+        draining,
+        drain,
         done,
     })
 }

@@ -11,6 +11,8 @@
 //!   and the live (hot-swappable) table.
 //! * [`proxy`]: the public request path, from request id to upstream exchange.
 //! * [`server`]: the accept loop shared by every listener.
+//! * [`tls`]: TLS termination: certificates chosen by SNI, live certificate
+//!   reload, and the HTTP-to-HTTPS redirect.
 //! * [`operator`]: the operator-only surface.
 //! * [`observability`]: metrics, the access log, JSON logging.
 //! * [`lifecycle`]: route reloads and shutdown.
@@ -27,3 +29,4 @@ pub mod operator;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod tls;

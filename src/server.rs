@@ -5,7 +5,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -14,7 +17,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -75,6 +80,9 @@ pub struct ServerOptions {
     /// Slowloris guard: the whole request head must arrive within this.
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    /// A connection with no request in progress and no bytes moving for this
+    /// long is closed (gracefully: HTTP/2 gets GOAWAY).
+    pub idle_timeout: Duration,
     /// Open connections beyond this wait in the kernel backlog.
     pub max_connections: usize,
     pub tls: Option<TlsSetup>,
@@ -127,6 +135,7 @@ pub async fn serve<S: Service>(
             tls: opts.tls.clone(),
             gauge: opts.connections_open.clone(),
             stop: stop.clone(),
+            idle_timeout: opts.idle_timeout,
         };
         tokio::spawn(async move {
             task.run(tcp, conn).await;
@@ -182,6 +191,7 @@ struct Connection<S> {
     tls: Option<TlsSetup>,
     gauge: IntGauge,
     stop: watch::Receiver<bool>,
+    idle_timeout: Duration,
 }
 
 /// Keeps `portico_connections_open` true even if a task panics.
@@ -221,21 +231,162 @@ impl<S: Service> Connection<S> {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let activity = Activity::new();
         let service = self.service.clone();
+        let requests = activity.clone();
         let svc = service_fn(move |req| {
             let service = service.clone();
-            async move { Ok::<_, Infallible>(service.call(req, conn).await) }
+            let active = requests.request_started();
+            async move {
+                let resp = service.call(req, conn).await;
+                drop(active);
+                Ok::<_, Infallible>(resp)
+            }
         });
+        let io = ActivityIo {
+            inner: io,
+            activity: activity.clone(),
+        };
         let c = self.builder.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(c);
         let mut stop = self.stop.clone();
-        tokio::select! {
-            r = c.as_mut() => log_conn_end(r, &conn),
-            _ = wait_true(&mut stop) => {
-                c.as_mut().graceful_shutdown();
-                log_conn_end(c.await, &conn);
+        let idle = self.idle_timeout;
+        loop {
+            tokio::select! {
+                r = c.as_mut() => {
+                    log_conn_end(r, &conn);
+                    return;
+                }
+                _ = wait_true(&mut stop) => break,
+                _ = tokio::time::sleep(idle) => {
+                    if activity.idle_for() >= idle {
+                        tracing::debug!(peer = %conn.peer, listener = conn.listener.as_str(), "closing idle connection");
+                        break;
+                    }
+                }
             }
         }
+        c.as_mut().graceful_shutdown();
+        log_conn_end(c.await, &conn);
+    }
+}
+
+/// When a connection last did anything: bytes moved or a request was being
+/// handled. Drives the idle timeout.
+#[derive(Clone)]
+struct Activity {
+    inner: Arc<ActivityInner>,
+}
+
+struct ActivityInner {
+    origin: Instant,
+    /// Milliseconds since `origin` of the last read or write.
+    last_io_ms: AtomicU64,
+    /// Requests whose handler has not produced a response head yet.
+    active: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            inner: Arc::new(ActivityInner {
+                origin: Instant::now(),
+                last_io_ms: AtomicU64::new(0),
+                active: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.inner.origin.elapsed().as_millis() as u64;
+        self.inner.last_io_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn request_started(&self) -> ActiveRequest {
+        self.inner.active.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(self.inner.clone())
+    }
+
+    /// Zero while a request is being handled.
+    fn idle_for(&self) -> Duration {
+        if self.inner.active.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let now = self.inner.origin.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.inner.last_io_ms.load(Ordering::Relaxed)))
+    }
+}
+
+struct ActiveRequest(Arc<ActivityInner>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The client socket, noting activity on every successful read or write.
+    struct ActivityIo<I> {
+        #[pin]
+        inner: I,
+        activity: Activity,
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use crate::config;
@@ -32,6 +33,9 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
     pub clients: Arc<UpstreamClients>,
     pub default_timeout: Duration,
+    /// The last rejected input (content hash or read error), so that polling
+    /// an unchanged bad file logs and counts it once, not every second.
+    pub last_rejected: Mutex<Option<String>>,
 }
 
 impl Reloader {
@@ -40,37 +44,47 @@ impl Reloader {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) => {
-                return self.fail(format!("{}: cannot read: {e}", self.path.display()));
+                let error = format!(
+                    "{}: cannot read: {e}; the last good route table keeps serving",
+                    self.path.display()
+                );
+                return self.reject(error.clone(), error);
             }
         };
         let sha = hex::encode(Sha256::digest(&bytes));
         if self.live.is_loaded() && self.live.status().sha256.as_deref() == Some(sha.as_str()) {
+            *self.last_rejected.lock() = None;
+            return ReloadOutcome::Unchanged;
+        }
+        if self.last_rejected.lock().as_deref() == Some(sha.as_str()) {
             return ReloadOutcome::Unchanged;
         }
         let text = match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(_) => {
-                return self.fail(format!(
-                    "{}: the route file is not valid UTF-8",
-                    self.path.display()
-                ));
+                let error = format!("{}: the route file is not valid UTF-8", self.path.display());
+                return self.reject(sha, error);
             }
         };
         let file = match config::parse_route_file(&self.path, &text) {
             Ok(f) => f,
-            Err(errors) => return self.fail(errors.to_string()),
+            Err(errors) => return self.reject(sha, errors.to_string()),
         };
+        let previous = self.live.current();
         let ctx = BuildContext {
             metrics: &self.metrics,
             clients: &self.clients,
             default_timeout: self.default_timeout,
+            previous: self.live.is_loaded().then_some(&*previous),
         };
         let table = match RouteTable::build(&file, &ctx) {
             Ok(t) => t,
-            Err(e) => return self.fail(crate::proxy::error_chain(&e)),
+            Err(e) => return self.reject(sha, crate::proxy::error_chain(&e)),
         };
         let count = table.len();
+        let diff = RouteDiff::between(&previous, &table);
         let generation = self.live.install(table, sha.clone());
+        *self.last_rejected.lock() = None;
         self.metrics.config_generation.set(generation as i64);
         self.metrics
             .config_reloads
@@ -81,9 +95,27 @@ impl Reloader {
             generation,
             routes = count as u64,
             sha256 = %sha,
-            "route table loaded"
+            added = %diff.added.join(","),
+            removed = %diff.removed.join(","),
+            changed = %diff.changed.join(","),
+            "route table loaded: {} added, {} removed, {} changed",
+            diff.added.len(),
+            diff.removed.len(),
+            diff.changed.len()
         );
         ReloadOutcome::Loaded { generation }
+    }
+
+    /// Records a rejected input once per distinct `key`.
+    fn reject(&self, key: String, error: String) -> ReloadOutcome {
+        {
+            let mut last = self.last_rejected.lock();
+            if last.as_deref() == Some(key.as_str()) {
+                return ReloadOutcome::Unchanged;
+            }
+            *last = Some(key);
+        }
+        self.fail(error)
     }
 
     fn fail(&self, error: String) -> ReloadOutcome {
@@ -99,4 +131,42 @@ impl Reloader {
         self.live.record_failure(error.clone());
         ReloadOutcome::Failed { error }
     }
+}
+
+/// Prefixes added, removed and changed between two tables, for the one-line
+/// reload log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RouteDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl RouteDiff {
+    pub fn between(old: &RouteTable, new: &RouteTable) -> RouteDiff {
+        let mut diff = RouteDiff::default();
+        for r in new.routes() {
+            match old.get(&r.spec.prefix) {
+                None => diff.added.push(r.spec.prefix.clone()),
+                Some(o) if !same_route(&o.spec, &r.spec) => diff.changed.push(r.spec.prefix.clone()),
+                Some(_) => {}
+            }
+        }
+        for r in old.routes() {
+            if new.get(&r.spec.prefix).is_none() {
+                diff.removed.push(r.spec.prefix.clone());
+            }
+        }
+        diff
+    }
+}
+
+/// Equal in everything but the line number, which moves when others change.
+fn same_route(a: &crate::config::RouteSpec, b: &crate::config::RouteSpec) -> bool {
+    a.prefix == b.prefix
+        && a.backends == b.backends
+        && a.strip_prefix == b.strip_prefix
+        && a.timeout == b.timeout
+        && a.max_inflight == b.max_inflight
+        && a.ca_file == b.ca_file
 }

@@ -1,5 +1,14 @@
-//! Operator surface. The reserved paths live here because they are the
-//! operator's: public listeners consult [`is_operator_path`] before routing.
+//! Operator surface: `GET /healthz /livez /readyz /metrics /routes` on the
+//! operator listener only. Access is decided on the TCP peer ([`access`]),
+//! never on a header; the endpoints are in [`service`].
+//!
+//! The reserved paths live here because they are the operator's: public
+//! listeners consult [`is_operator_path`] before routing.
+
+pub mod access;
+pub mod service;
+
+pub use service::{Operator, OperatorState};
 
 /// Paths served only on the operator listener. Everything under them is
 /// reserved too (`/metrics/x`), but not look-alikes (`/metricsx`).

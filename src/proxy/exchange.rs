@@ -13,6 +13,7 @@ use crate::observability::access_log::{self, AccessRecord};
 use crate::observability::metrics::RouteMetrics;
 
 use super::limits::InflightPermit;
+use crate::lifecycle::drain::Tracked;
 
 /// nginx's convention for "the client closed the connection before a
 /// response was sent", used when a request is cancelled before it has a status.
@@ -36,6 +37,8 @@ pub struct Exchange {
     /// Gateway-wide and per-route slots. Released when the exchange finishes, not when the handler returns:
     /// a streaming response is still in flight.
     pub permits: [Option<InflightPermit>; 2],
+    /// Listed in the in-flight registry until finished.
+    pub tracked: Option<Tracked>,
     finished: bool,
 }
 
@@ -64,6 +67,7 @@ impl Exchange {
             status: 0,
             bytes_out: 0,
             permits: [None, None],
+            tracked: None,
             finished: false,
         }
     }
@@ -102,6 +106,7 @@ impl Exchange {
             incomplete: !complete,
         });
         self.permits = [None, None];
+        self.tracked = None;
     }
 }
 

@@ -20,6 +20,7 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::lifecycle::drain::{InflightEntry, InflightRegistry};
 use crate::observability::metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
 use crate::routing::live::LiveRoutes;
 use crate::routing::path;
@@ -48,6 +49,8 @@ pub struct Gateway {
     limits: RequestLimits,
     /// Gateway-wide in-flight ceiling (`limits.max_inflight`).
     inflight: InflightLimit,
+    /// Requests in flight, listed so that shutdown can name the unfinished.
+    registry: InflightRegistry,
 }
 
 impl Gateway {
@@ -56,12 +59,14 @@ impl Gateway {
         metrics: &Metrics,
         limits: RequestLimits,
         max_inflight: usize,
+        registry: InflightRegistry,
     ) -> Self {
         Gateway {
             live,
             none_metrics: metrics.route(crate::observability::metrics::NO_ROUTE),
             limits,
             inflight: InflightLimit::new(max_inflight, Some(metrics.inflight.clone())),
+            registry,
         }
     }
 
@@ -142,6 +147,12 @@ impl Gateway {
             None => None,
         };
         x.permits = [Some(global), local];
+        x.tracked = Some(self.registry.track(InflightEntry {
+            request_id: x.request_id.clone(),
+            method: x.method.clone(),
+            path: x.path.clone(),
+            started: x.started,
+        }));
 
         if let Some(len) = content_length(&parts.headers)
             && len > self.limits.max_body_bytes

@@ -2,6 +2,7 @@
 //! (matcher, backends, upstream clients, metric handles, limits) before it is
 //! swapped in, so the request path only looks things up.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,11 +69,16 @@ pub struct BuildContext<'a> {
     pub clients: &'a UpstreamClients,
     /// `limits.upstream_timeout`, for routes without their own `timeout`.
     pub default_timeout: Duration,
+    /// The table being replaced: a route whose `max_inflight` is unchanged
+    /// keeps its counter, so requests in flight across a reload still count.
+    pub previous: Option<&'a RouteTable>,
 }
 
 /// A complete, immutable route table.
 pub struct RouteTable {
     router: PrefixRouter<Arc<Route>>,
+    /// Exact-prefix index, for reload diffs and carrying state across reloads.
+    by_prefix: HashMap<Arc<str>, Arc<Route>>,
 }
 
 impl RouteTable {
@@ -80,12 +86,14 @@ impl RouteTable {
     pub fn empty() -> Self {
         RouteTable {
             router: PrefixRouter::new(),
+            by_prefix: HashMap::new(),
         }
     }
 
     pub fn build(file: &RouteFile, ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
         let file_name = file.source.display().to_string();
         let mut router = PrefixRouter::new();
+        let mut by_prefix = HashMap::with_capacity(file.routes.len());
         for spec in &file.routes {
             let client = ctx
                 .clients
@@ -102,11 +110,19 @@ impl RouteTable {
                 upstream: Upstream::new(backends, client),
                 metrics: ctx.metrics.route(&spec.prefix),
                 timeout: spec.timeout.unwrap_or(ctx.default_timeout),
-                limit: spec.max_inflight.map(|n| InflightLimit::new(n, None)),
+                limit: spec.max_inflight.map(|n| {
+                    ctx.previous
+                        .and_then(|t| t.get(&spec.prefix))
+                        .filter(|old| old.spec.max_inflight == Some(n))
+                        .and_then(|old| old.limit.clone())
+                        .unwrap_or_else(|| InflightLimit::new(n, None))
+                }),
                 spec: spec.clone(),
             };
+            let route = Arc::new(route);
+            by_prefix.insert(route.prefix.clone(), route.clone());
             router
-                .insert(&spec.prefix, Arc::new(route))
+                .insert(&spec.prefix, route)
                 .map_err(|e| BuildError::Prefix {
                     file: file_name.clone(),
                     line: spec.line,
@@ -114,12 +130,17 @@ impl RouteTable {
                     source: e,
                 })?;
         }
-        Ok(RouteTable { router })
+        Ok(RouteTable { router, by_prefix })
     }
 
     /// The route for a normalized path, if any.
     pub fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
         self.router.lookup(path)
+    }
+
+    /// The route with exactly this prefix.
+    pub fn get(&self, prefix: &str) -> Option<&Arc<Route>> {
+        self.by_prefix.get(prefix)
     }
 
     /// Routes in file order.

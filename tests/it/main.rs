@@ -4,5 +4,8 @@
 mod support;
 
 mod cli;
+mod operator;
+mod limits;
 mod proxy;
+mod reload;
 mod streaming;

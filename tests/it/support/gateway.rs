@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use portico::app::{self, Listeners};
 use portico::config;
@@ -17,8 +18,12 @@ use super::backend::Backend;
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub operator_addr: SocketAddr,
+    /// The HTTPS listener, when the config sets `listen.https`.
+    pub https_addr: Option<SocketAddr>,
     pub live: Arc<LiveRoutes>,
     pub metrics: Arc<Metrics>,
+    /// The gateway's draining flag (what SIGTERM sets).
+    pub draining: Arc<AtomicBool>,
     pub dir: tempfile::TempDir,
     pub routes_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -42,13 +47,40 @@ impl TestGateway {
 
     /// `extra` is appended to the generated portico.yaml (e.g. a `limits:` block).
     pub async fn start_with(routes: &str, extra: &str) -> TestGateway {
+        Self::start_with_operator(routes, "", extra).await
+    }
+
+    /// Like [`start_with`](Self::start_with); `operator` holds extra lines of
+    /// the `operator:` block, indented two spaces (e.g. `"  allow: [..]\n"`).
+    pub async fn start_with_operator(routes: &str, operator: &str, extra: &str) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let routes_path = dir.path().join("routes.yaml");
         std::fs::write(&routes_path, routes).unwrap();
+        // Tests shut down often: no drain delay unless a test asks for one.
+        let shutdown = if extra.contains("shutdown:") {
+            ""
+        } else {
+            "shutdown:\n  drain_delay: 0s\n"
+        };
         let yaml = format!(
-            "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: {}\n{extra}",
+            "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\n{operator}routes_file: {}\n{shutdown}{extra}",
             routes_path.display()
         );
+        let cfg_path = dir.path().join("portico.yaml");
+        std::fs::write(&cfg_path, &yaml).unwrap();
+        let cfg = config::load_gateway_config(&cfg_path)
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n{yaml}"));
+        Self::start_cfg(cfg, dir, routes_path).await
+    }
+
+    /// Starts with a complete portico.yaml (every listener on
+    /// `127.0.0.1:0`); `routes_file` is appended. For configs the other
+    /// constructors cannot express, such as an HTTPS listener.
+    pub async fn start_yaml(routes: &str, yaml: &str) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let routes_path = dir.path().join("routes.yaml");
+        std::fs::write(&routes_path, routes).unwrap();
+        let yaml = format!("{yaml}routes_file: {}\n", routes_path.display());
         let cfg_path = dir.path().join("portico.yaml");
         std::fs::write(&cfg_path, &yaml).unwrap();
         let cfg = config::load_gateway_config(&cfg_path)
@@ -63,7 +95,10 @@ impl TestGateway {
     ) -> TestGateway {
         let listeners = Listeners {
             http: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
-            https: None,
+            https: match cfg.listen.https {
+                Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+                None => None,
+            },
             operator: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         };
         let (tx, rx) = oneshot::channel::<()>();
@@ -75,8 +110,10 @@ impl TestGateway {
         TestGateway {
             addr: running.http_addr.unwrap(),
             operator_addr: running.operator_addr.unwrap(),
+            https_addr: running.https_addr,
             live: running.live.clone(),
             metrics: running.metrics.clone(),
+            draining: running.draining.clone(),
             dir,
             routes_path,
             stop: Some(tx),

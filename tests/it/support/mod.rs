@@ -7,4 +7,5 @@
 pub mod backend;
 pub mod binary;
 pub mod client;
+pub mod configmap;
 pub mod gateway;

@@ -1,0 +1,106 @@
+//! Watching the route file. Every way it can change is caught:
+//!
+//! * an in-place write, and a rename over it (editors, `mv`);
+//! * the Kubernetes ConfigMap update, where `routes.yaml -> ..data/routes.yaml`
+//!   and the kubelet atomically swaps the `..data` symlink: the file itself is
+//!   never written and its mtime does not change (kubernetes#24215).
+//!
+//! So the *directory* is watched (it survives every kind of swap, nothing to
+//! re-arm), events are debounced, and the file is also polled: a reload only
+//! happens when the content hash differs from the live table's, so polling
+//! is cheap and a missed event costs at most one poll interval. `SIGHUP`
+//! triggers the same reload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use super::reload::Reloader;
+
+/// How often the file is re-read even without an event.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Events closer together than this are one change (the kubelet's swap is
+/// several renames and symlinks).
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Runs until `stop` turns true.
+pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
+    let (tx, mut events) = mpsc::channel::<()>(16);
+    // Keep the watcher alive for the life of the loop; without it the
+    // poll alone still catches every change.
+    let _watcher = watch_dir(&reloader, tx);
+    let mut hup = sighup();
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {}
+            Some(()) = events.recv() => {
+                tokio::time::sleep(DEBOUNCE).await;
+                while events.try_recv().is_ok() {}
+            }
+            Some(()) = recv_hup(&mut hup) => {
+                tracing::info!(signal = "SIGHUP", "reload requested");
+            }
+            _ = stopped(&mut stop) => return,
+        }
+        let r = reloader.clone();
+        // File reads and table builds are blocking work; keep them off the
+        // request workers.
+        let _ = tokio::task::spawn_blocking(move || r.reload_once()).await;
+    }
+}
+
+fn watch_dir(reloader: &Reloader, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let dir = reloader
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_owned();
+    let handler = move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            // A full channel already means "something changed".
+            let _ = tx.try_send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the route file's directory; polling only");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the route file's directory; polling only");
+        return None;
+    }
+    Some(watcher)
+}
+
+fn sighup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler");
+            None
+        }
+    }
+}
+
+async fn recv_hup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hup {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when `stop` turns true (or its sender is gone). The borrow guard
+/// `wait_for` returns is dropped here, so the caller's future stays `Send`.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|v| *v).await;
+}

@@ -1,0 +1,192 @@
+//! Live route reloads with real files: in-place writes, renames, deletion,
+//! and the exact Kubernetes ConfigMap symlink swap, under load.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use portico::config;
+
+use crate::support::backend::Backend;
+use crate::support::client::get;
+use crate::support::configmap::ConfigMapDir;
+use crate::support::gateway::{TestGateway, routes_yaml};
+
+/// Starts a gateway whose route file lives in a ConfigMap-style directory.
+async fn gateway_on_configmap(initial: &str) -> (TestGateway, ConfigMapDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cm_dir = dir.path().join("config");
+    std::fs::create_dir(&cm_dir).unwrap();
+    let cm = ConfigMapDir::new(&cm_dir, initial);
+    let yaml = format!(
+        "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: {}\nshutdown:\n  drain_delay: 0s\n",
+        cm.file().display()
+    );
+    let cfg = config::parse_gateway_config(&dir.path().join("portico.yaml"), &yaml).unwrap();
+    let routes = cm.file();
+    (TestGateway::start_cfg(cfg, dir, routes).await, cm)
+}
+
+/// Waits until the live generation reaches `want`; returns how long it took.
+async fn wait_generation(gw: &TestGateway, want: u64) -> Duration {
+    let started = std::time::Instant::now();
+    while gw.live.generation() < want {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "generation {want} not live within 2s (at {}; last error {:?})",
+            gw.live.generation(),
+            gw.live.status().last_error
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_configmap_swaps_under_load_drop_nothing() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    // Two valid tables: /svc goes to a or b; /only-a and /only-b exist in one each.
+    let table_a = routes_yaml(&[("/svc", &a), ("/only-a", &a)]);
+    let table_b = routes_yaml(&[("/svc", &b), ("/only-b", &b)]);
+    let (gw, mut cm) = gateway_on_configmap(&table_a).await;
+    assert_eq!(gw.live.generation(), 1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (stop, ok, addr) = (stop.clone(), ok.clone(), gw.addr);
+        clients.push(tokio::spawn(async move {
+            let client = crate::support::client::http1();
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                for path in ["/svc/x", "/only-a", "/only-b"] {
+                    let req = http::Request::get(format!("http://{addr}{path}"))
+                        .body(http_body_util::Full::default())
+                        .unwrap();
+                    let r = crate::support::client::send(&client, req).await;
+                    let backend = if r.status == 200 { r.json()["backend"].as_str().map(str::to_owned) } else { None };
+                    let allowed = match (path, r.status.as_u16(), backend.as_deref()) {
+                        ("/svc/x", 200, Some("a" | "b")) => true,
+                        ("/only-a", 200, Some("a")) | ("/only-a", 404, None) => true,
+                        ("/only-b", 200, Some("b")) | ("/only-b", 404, None) => true,
+                        _ => false,
+                    };
+                    if allowed {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failures.push(format!("{path} -> {} {:?}", r.status, r.text()));
+                    }
+                }
+            }
+            failures
+        }));
+    }
+
+    let mut slowest = Duration::ZERO;
+    for i in 0..50u64 {
+        cm.swap(if i % 2 == 0 { &table_b } else { &table_a });
+        slowest = slowest.max(wait_generation(&gw, i + 2).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for c in clients {
+        failures.extend(c.await.unwrap());
+    }
+    assert!(failures.is_empty(), "{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(ok.load(Ordering::Relaxed) > 500, "load kept flowing: {}", ok.load(Ordering::Relaxed));
+    assert_eq!(gw.live.generation(), 51);
+    // The last swap (i = 49) published table_a.
+    assert_eq!(get(gw.addr, "/svc").await.json()["backend"], "a");
+    assert_eq!(get(gw.addr, "/only-b").await.status, 404);
+    assert!(a.seen().len() > 10 && b.seen().len() > 10, "both tables served");
+    let text = gw.metrics.render();
+    assert!(text.contains("portico_config_reloads_total{result=\"success\"} 51"), "{text}");
+    assert!(text.contains("portico_config_generation 51"));
+    eprintln!("50 swaps: slowest pickup {slowest:?}, {} good responses", ok.load(Ordering::Relaxed));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_invalid_swap_keeps_the_old_table_and_a_valid_one_follows() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (gw, mut cm) = gateway_on_configmap(&routes_yaml(&[("/svc", &a)])).await;
+
+    cm.swap("routes:\n  - prefix: /svc/\n    backend: http://x:1\n  - prefix: /y\n    backend: nope\n");
+    let started = std::time::Instant::now();
+    while gw.live.status().last_error.is_none() {
+        assert!(started.elapsed() < Duration::from_secs(2), "the bad file was not noticed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = gw.live.status().last_error.unwrap();
+    let file = cm.file().display().to_string();
+    assert!(err.contains(&format!("{file}:2:13:")), "{err}");
+    assert!(err.contains(&format!("{file}:5:14:")), "both errors, with line and column: {err}");
+    assert_eq!(gw.live.generation(), 1);
+    assert_eq!(get(gw.addr, "/svc").await.json()["backend"], "a", "the old table serves");
+    // Polling the same bad file again does not count it again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = gw.metrics.render();
+    assert!(text.contains("portico_config_reloads_total{result=\"failure\"} 1"), "{text}");
+
+    cm.swap(&routes_yaml(&[("/svc", &b)]));
+    wait_generation(&gw, 2).await;
+    assert_eq!(get(gw.addr, "/svc").await.json()["backend"], "b");
+    assert!(gw.live.status().last_error.is_none(), "a good load clears the error");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn in_place_writes_renames_and_deletion() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let gw = TestGateway::start(&routes_yaml(&[("/svc", &a)])).await;
+    let path = gw.routes_path.clone();
+
+    // In-place write.
+    std::fs::write(&path, routes_yaml(&[("/svc", &b)])).unwrap();
+    wait_generation(&gw, 2).await;
+    assert_eq!(get(gw.addr, "/svc").await.json()["backend"], "b");
+
+    // Rename over it, as editors and `mv` do.
+    let tmp = gw.dir().join("routes.yaml.tmp");
+    std::fs::write(&tmp, routes_yaml(&[("/svc", &a), ("/extra", &b)])).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    wait_generation(&gw, 3).await;
+    assert_eq!(get(gw.addr, "/extra").await.json()["backend"], "b");
+
+    // The file disappears: the last good table keeps serving, the error is shown.
+    std::fs::remove_file(&path).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(gw.live.generation(), 3);
+    assert_eq!(get(gw.addr, "/extra").await.status, 200);
+    assert!(gw.live.status().last_error.unwrap().contains("cannot read"));
+    assert!(gw.live.is_loaded(), "still ready with the last good table");
+
+    // It comes back.
+    std::fs::write(&path, routes_yaml(&[("/svc", &a)])).unwrap();
+    wait_generation(&gw, 4).await;
+    assert_eq!(get(gw.addr, "/extra").await.status, 404);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_in_flight_finish_on_the_table_they_started_with() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let gw = TestGateway::start(&routes_yaml(&[("/svc", &a)])).await;
+    let addr = gw.addr;
+    let slow = tokio::spawn(async move { get(addr, "/svc?sleep_ms=800").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Remove /svc's backend a from the table while the request is in flight.
+    std::fs::write(&gw.routes_path, routes_yaml(&[("/other", &b)])).unwrap();
+    wait_generation(&gw, 2).await;
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["backend"], "a");
+    assert_eq!(get(addr, "/svc").await.status, 404);
+    gw.shutdown().await;
+}
