@@ -132,6 +132,8 @@ pub async fn start(
         cfg.limits.max_inflight,
         drain.inflight.clone(),
     ));
+    // Before any "listening" line: from then on SIGHUP must mean "reload".
+    let hup = crate::lifecycle::watch::sighup();
     let (stop_tx, stop_rx) = watch::channel(false);
     let options = |kind: ListenerKind| ServerOptions {
         kind,
@@ -150,7 +152,11 @@ pub async fn start(
         return Err(StartError::MissingHttpsListener);
     }
     let https = match (listeners.https, &cfg.tls) {
-        (Some(l), Some(tls)) => Some((l, Arc::new(TlsTerminator::load(tls)?), tls.handshake_timeout)),
+        (Some(l), Some(tls)) => Some((
+            l,
+            Arc::new(TlsTerminator::load(tls)?),
+            tls.handshake_timeout,
+        )),
         (Some(_), None) => return Err(StartError::MissingTls),
         (None, _) => None,
     };
@@ -182,9 +188,16 @@ pub async fn start(
             }),
             ..options(ListenerKind::Https)
         };
-        servers.push(tokio::spawn(server::serve(l, gateway.clone(), opts, stop_rx.clone())));
+        servers.push(tokio::spawn(server::serve(
+            l,
+            gateway.clone(),
+            opts,
+            stop_rx.clone(),
+        )));
         // Live certificate reload, polling the files until shutdown.
-        servers.push(tokio::spawn(terminator.watch(crate::tls::WATCH_INTERVAL, stop_rx.clone())));
+        servers.push(tokio::spawn(
+            terminator.watch(crate::tls::WATCH_INTERVAL, stop_rx.clone()),
+        ));
     }
     let operator = Arc::new(Operator::new(
         &cfg.operator,
@@ -210,7 +223,7 @@ pub async fn start(
     };
 
     let (watch_stop_tx, watch_stop_rx) = watch::channel(false);
-    let watcher = tokio::spawn(crate::lifecycle::watch::run(reloader, watch_stop_rx));
+    let watcher = tokio::spawn(crate::lifecycle::watch::run(reloader, hup, watch_stop_rx));
 
     let done = tokio::spawn(crate::lifecycle::shutdown::sequence(
         shutdown,

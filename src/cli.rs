@@ -30,7 +30,8 @@ pub fn serve(config_path: &Path) -> u8 {
                 return EXIT_INVALID;
             }
         };
-        let shutdown = crate::lifecycle::signals::shutdown_signal();
+        let mut signals = crate::lifecycle::signals::Signals::install();
+        let shutdown = async move { signals.recv().await };
         match crate::app::start(cfg, listeners, shutdown).await {
             Ok(running) => {
                 running.wait().await;

@@ -66,15 +66,18 @@ pub async fn run(listen: SocketAddr) -> u8 {
             return 1;
         }
     };
-    let running =
-        match crate::app::start(cfg, listeners, crate::lifecycle::signals::shutdown_signal()).await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("{e}");
-                return 1;
-            }
-        };
+    let running = match crate::app::start(cfg, listeners, {
+        let mut signals = crate::lifecycle::signals::Signals::install();
+        async move { signals.recv().await }
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
     let addr = running.http_addr.unwrap_or(listen);
     print_instructions(addr, &routes_file);
     running.wait().await;

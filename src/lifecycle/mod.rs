@@ -3,6 +3,6 @@
 
 pub mod drain;
 pub mod reload;
+pub mod shutdown;
 pub mod signals;
 pub mod watch;
-pub mod shutdown;

@@ -148,7 +148,9 @@ impl RouteDiff {
         for r in new.routes() {
             match old.get(&r.spec.prefix) {
                 None => diff.added.push(r.spec.prefix.clone()),
-                Some(o) if !same_route(&o.spec, &r.spec) => diff.changed.push(r.spec.prefix.clone()),
+                Some(o) if !same_route(&o.spec, &r.spec) => {
+                    diff.changed.push(r.spec.prefix.clone())
+                }
                 Some(_) => {}
             }
         }

@@ -25,13 +25,18 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// several renames and symlinks).
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// Runs until `stop` turns true.
-pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` turns true. `hup` comes from [`sighup`], installed by
+/// the caller before the gateway announces itself, so that an early SIGHUP
+/// reloads instead of killing the process.
+pub async fn run(
+    reloader: Arc<Reloader>,
+    mut hup: Option<tokio::signal::unix::Signal>,
+    mut stop: watch::Receiver<bool>,
+) {
     let (tx, mut events) = mpsc::channel::<()>(16);
     // Keep the watcher alive for the life of the loop; without it the
     // poll alone still catches every change.
     let _watcher = watch_dir(&reloader, tx);
-    let mut hup = sighup();
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await;
@@ -81,7 +86,8 @@ fn watch_dir(reloader: &Reloader, tx: mpsc::Sender<()>) -> Option<notify::Recomm
     Some(watcher)
 }
 
-fn sighup() -> Option<tokio::signal::unix::Signal> {
+/// Installs the SIGHUP handler (replacing the default action: terminate).
+pub fn sighup() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),

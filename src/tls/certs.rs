@@ -82,7 +82,10 @@ pub struct CertStore {
 impl CertStore {
     /// Parses and checks every pair; the first error stops the load (a store
     /// is swapped in whole or not at all).
-    pub fn from_pairs(pairs: &[PairBytes], provider: &CryptoProvider) -> Result<CertStore, TlsError> {
+    pub fn from_pairs(
+        pairs: &[PairBytes],
+        provider: &CryptoProvider,
+    ) -> Result<CertStore, TlsError> {
         let mut certs = Vec::with_capacity(pairs.len());
         for pair in pairs {
             certs.push(load_pair(pair, provider)?);
@@ -120,7 +123,11 @@ impl CertStore {
     /// schemes. When several certificates carry the name (an RSA and an
     /// ECDSA certificate for the same host), the first one whose key the
     /// client can verify wins.
-    pub fn pick(&self, server_name: Option<&str>, schemes: &[SignatureScheme]) -> &Arc<CertifiedKey> {
+    pub fn pick(
+        &self,
+        server_name: Option<&str>,
+        schemes: &[SignatureScheme],
+    ) -> &Arc<CertifiedKey> {
         let i = server_name
             .and_then(|n| self.lookup(n))
             .map_or(0, |candidates| self.compatible(candidates, schemes));
@@ -291,7 +298,11 @@ impl fmt::Debug for SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let store = self.store.load();
-        Some(store.pick(hello.server_name(), hello.signature_schemes()).clone())
+        Some(
+            store
+                .pick(hello.server_name(), hello.signature_schemes())
+                .clone(),
+        )
     }
 }
 
@@ -306,7 +317,9 @@ mod tests {
     /// A self-signed pair for `names`, as PEM bytes.
     fn pair(names: &[&str], alg: &'static rcgen::SignatureAlgorithm) -> PairBytes {
         let key = rcgen::KeyPair::generate_for(alg).unwrap();
-        let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let cert = params.self_signed(&key).unwrap();
         PairBytes {
             cert_path: PathBuf::from(format!("{}.crt", names.first().unwrap_or(&"none"))),
@@ -328,7 +341,10 @@ mod tests {
 
     fn picked(s: &CertStore, sni: Option<&str>) -> usize {
         let key = s.pick(sni, ANY);
-        s.certs.iter().position(|c| Arc::ptr_eq(&c.key, key)).unwrap()
+        s.certs
+            .iter()
+            .position(|c| Arc::ptr_eq(&c.key, key))
+            .unwrap()
     }
 
     #[test]
@@ -347,7 +363,7 @@ mod tests {
             (Some("www.example.com."), 1),
             (Some("api.example.com"), 2), // exact beats wildcard
             (Some("other.test"), 2),
-            (Some("example.com"), 0),     // a wildcard never covers its parent
+            (Some("example.com"), 0), // a wildcard never covers its parent
             (Some("a.b.example.com"), 0), // ... nor two labels
             (Some("localhost"), 0),
         ];
@@ -365,7 +381,11 @@ mod tests {
         let ecdsa_only = [SignatureScheme::ECDSA_NISTP256_SHA256];
         let key = s.pick(Some("dual.test"), &ecdsa_only);
         assert!(Arc::ptr_eq(key, &s.certs[1].key));
-        assert_eq!(picked(&s, Some("dual.test")), 0, "otherwise configuration order");
+        assert_eq!(
+            picked(&s, Some("dual.test")),
+            0,
+            "otherwise configuration order"
+        );
     }
 
     #[test]
@@ -396,7 +416,10 @@ mod tests {
             ..pair(&["a.test"], &rcgen::PKCS_ECDSA_P256_SHA256)
         };
         let e = load_err(&mismatch);
-        assert!(e.contains("a.test.key") && e.contains("does not match") && e.contains("a.test.crt"), "{e}");
+        assert!(
+            e.contains("a.test.key") && e.contains("does not match") && e.contains("a.test.crt"),
+            "{e}"
+        );
 
         let no_cert = PairBytes {
             cert: b"nothing here\n".to_vec(),
@@ -411,7 +434,10 @@ mod tests {
             ..pair(&["a.test"], &rcgen::PKCS_ECDSA_P256_SHA256)
         };
         let e = load_err(&swapped);
-        assert!(e.contains("no certificate") && e.contains("private key"), "hint at swapped files: {e}");
+        assert!(
+            e.contains("no certificate") && e.contains("private key"),
+            "hint at swapped files: {e}"
+        );
 
         let no_key = PairBytes {
             key: good.cert.clone(),

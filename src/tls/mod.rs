@@ -192,7 +192,10 @@ impl TlsTerminator {
             match tokio::task::spawn_blocking(move || this.reload()).await {
                 Ok(Ok(true)) => {
                     last_read_error = None;
-                    tracing::info!(certificates = self.paths.len(), "TLS certificates reloaded; new handshakes use them");
+                    tracing::info!(
+                        certificates = self.paths.len(),
+                        "TLS certificates reloaded; new handshakes use them"
+                    );
                 }
                 Ok(Ok(false)) => last_read_error = None,
                 Ok(Err(e)) => {
@@ -210,7 +213,10 @@ impl TlsTerminator {
 
 /// TLS 1.2 and 1.3 only (never 1.1 or older), ring's default cipher suites
 /// and key exchange groups, ALPN `h2` then `http/1.1`.
-fn server_config(provider: Arc<CryptoProvider>, resolver: Arc<SniResolver>) -> Result<ServerConfig, TlsError> {
+fn server_config(
+    provider: Arc<CryptoProvider>,
+    resolver: Arc<SniResolver>,
+) -> Result<ServerConfig, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Config)?

@@ -126,12 +126,27 @@ mod tests {
     #[test]
     fn same_host_and_target_on_the_https_port() {
         let cases: &[(u16, &str, Option<&str>, &str)] = &[
-            (8443, "/a/b?x=1&y", Some("example.com:8080"), "https://example.com:8443/a/b?x=1&y"),
+            (
+                8443,
+                "/a/b?x=1&y",
+                Some("example.com:8080"),
+                "https://example.com:8443/a/b?x=1&y",
+            ),
             (443, "/a", Some("example.com"), "https://example.com/a"),
             (443, "/", Some("[::1]:8080"), "https://[::1]/"),
-            (8443, "/p", Some("127.0.0.1:8080"), "https://127.0.0.1:8443/p"),
+            (
+                8443,
+                "/p",
+                Some("127.0.0.1:8080"),
+                "https://127.0.0.1:8443/p",
+            ),
             // Absolute form: the target's authority wins over Host (RFC 9112 §3.2.2).
-            (443, "http://api.example.com/x?q", Some("other"), "https://api.example.com/x?q"),
+            (
+                443,
+                "http://api.example.com/x?q",
+                Some("other"),
+                "https://api.example.com/x?q",
+            ),
             // No usable Host: the address the request reached, never the junk.
             (443, "/x", None, "https://10.0.0.1/x"),
             (443, "/x", Some("evil.com/path"), "https://10.0.0.1/x"),

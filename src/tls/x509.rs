@@ -141,7 +141,11 @@ fn read_time(d: &mut Der<'_>) -> Result<i64, X509Error> {
             (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
         }
         (GENERALIZED_TIME, 15) => (digits(&text[..4])?, &text[4..]),
-        _ => return Err(X509Error("validity time is neither UTCTime nor GeneralizedTime in UTC")),
+        _ => {
+            return Err(X509Error(
+                "validity time is neither UTCTime nor GeneralizedTime in UTC",
+            ));
+        }
     };
     if !rest.ends_with('Z') {
         return Err(X509Error("validity time is not in UTC"));
@@ -162,7 +166,8 @@ fn digits(s: &str) -> Result<i64, X509Error> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(X509Error("validity time has a non-digit"));
     }
-    s.parse().map_err(|_| X509Error("validity time has a non-digit"))
+    s.parse()
+        .map_err(|_| X509Error("validity time has a non-digit"))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
@@ -213,7 +218,9 @@ impl<'a> Der<'a> {
             }
             let (bytes, after) = rest.split_at(n);
             rest = after;
-            bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+            bytes
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
         };
         if rest.len() < len {
             return Err(truncated);
@@ -237,7 +244,9 @@ mod tests {
 
     fn cert(names: &[&str], from: (i32, u8, u8), to: (i32, u8, u8)) -> Vec<u8> {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut p =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         p.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
         p.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
         p.self_signed(&key).unwrap().der().to_vec()
@@ -246,9 +255,17 @@ mod tests {
     #[test]
     fn reads_names_and_both_time_encodings() {
         // 2049 is a UTCTime, 2050 and later a GeneralizedTime (RFC 5280).
-        let der = cert(&["Example.COM", "*.example.com", "127.0.0.1"], (1999, 12, 31), (2050, 1, 2));
+        let der = cert(
+            &["Example.COM", "*.example.com", "127.0.0.1"],
+            (1999, 12, 31),
+            (2050, 1, 2),
+        );
         let info = parse_leaf(&der).unwrap();
-        assert_eq!(info.dns_names, ["example.com", "*.example.com"], "lowercased; the IP SAN is skipped");
+        assert_eq!(
+            info.dns_names,
+            ["example.com", "*.example.com"],
+            "lowercased; the IP SAN is skipped"
+        );
         assert_eq!(info.not_before, 946_598_400);
         assert_eq!(info.not_after, 2_524_694_400);
         let der = cert(&["a.test"], (2020, 2, 29), (2049, 3, 1));

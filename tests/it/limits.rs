@@ -32,7 +32,9 @@ async fn slowloris_headers_are_cut_off_at_the_header_read_timeout() {
     )
     .await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     // Drip one header byte every 100 ms: never completing the head.
     let drip = async {
@@ -48,7 +50,10 @@ async fn slowloris_headers_are_cut_off_at_the_header_read_timeout() {
         closed_within(&mut s, Duration::from_secs(1)).await,
         "the connection is closed"
     );
-    assert!(started.elapsed() < Duration::from_secs(3), "closed near 500ms, not after the drip");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed near 500ms, not after the drip"
+    );
     assert!(b.seen().is_empty());
     assert_eq!(get(gw.addr, "/b").await.status, 200, "others are served");
     gw.shutdown().await;
@@ -69,15 +74,24 @@ async fn oversized_request_head_is_431_json() {
     assert_eq!(r.json()["request_id"], "big-1");
 
     // Many small headers add up the same way.
-    let many: Vec<(String, String)> = (0..90).map(|i| (format!("x-h{i}"), "v".repeat(100))).collect();
+    let many: Vec<(String, String)> = (0..90)
+        .map(|i| (format!("x-h{i}"), "v".repeat(100)))
+        .collect();
     let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(get_with(gw.addr, "/b", &refs).await.status, 431);
 
     // Far beyond hyper's buffer: the connection is refused with a bare 431,
     // and nothing else is affected.
-    let huge = format!("GET /b HTTP/1.1\r\nHost: x\r\nx-huge: {}\r\n\r\n", "h".repeat(200 * 1024));
+    let huge = format!(
+        "GET /b HTTP/1.1\r\nHost: x\r\nx-huge: {}\r\n\r\n",
+        "h".repeat(200 * 1024)
+    );
     let answer = raw(gw.addr, huge.as_bytes()).await;
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(100)]);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(100)]
+    );
     assert!(b.seen().is_empty());
     assert_eq!(get(gw.addr, "/b").await.status, 200);
     gw.shutdown().await;
@@ -97,7 +111,9 @@ async fn malformed_request_lines_get_400_and_the_gateway_keeps_serving() {
     ] {
         let answer = raw(gw.addr, garbage).await;
         assert!(
-            answer.is_empty() || answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 505"),
+            answer.is_empty()
+                || answer.starts_with("HTTP/1.1 400")
+                || answer.starts_with("HTTP/1.1 505"),
             "{:?} -> {answer:?}",
             String::from_utf8_lossy(garbage)
         );
@@ -127,8 +143,15 @@ async fn inflight_limits_shed_at_once_with_retry_after() {
     assert_eq!(shed.status, 503);
     assert_eq!(shed.json()["error"], "overloaded");
     assert_eq!(shed.header("retry-after"), Some("1"));
-    assert!(started.elapsed() < Duration::from_millis(500), "answered at once, not queued");
-    assert_eq!(get(addr, "/fast").await.status, 200, "other routes are unaffected");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered at once, not queued"
+    );
+    assert_eq!(
+        get(addr, "/fast").await.status,
+        200,
+        "other routes are unaffected"
+    );
 
     // Gateway-wide: two more slow requests on /fast fill the 3 slots.
     let a = tokio::spawn(async move { get(addr, "/fast?sleep_ms=1500").await });
@@ -189,22 +212,32 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     )
     .await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 2048];
     let n = s.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     let started = std::time::Instant::now();
-    assert!(closed_within(&mut s, Duration::from_secs(3)).await, "idle connection closed");
+    assert!(
+        closed_within(&mut s, Duration::from_secs(3)).await,
+        "idle connection closed"
+    );
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(350), "not before the idle timeout: {took:?}");
+    assert!(
+        took >= Duration::from_millis(350),
+        "not before the idle timeout: {took:?}"
+    );
     gw.shutdown().await;
 }
 
 async fn wait_for(cond: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !cond() {
-        assert!(std::time::Instant::now() < deadline, "condition not reached in 5s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached in 5s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
-

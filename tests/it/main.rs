@@ -4,8 +4,10 @@
 mod support;
 
 mod cli;
-mod operator;
 mod limits;
+mod operator;
 mod proxy;
 mod reload;
+mod shutdown;
 mod streaming;
+mod tls;

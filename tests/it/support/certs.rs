@@ -45,7 +45,16 @@ pub fn key_pair(kind: Key) -> KeyPair {
         Key::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
         Key::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
         Key::Rsa2048 => {
-            let out = openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], None);
+            let out = openssl(
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                ],
+                None,
+            );
             KeyPair::from_pem(&out).expect("openssl made a PKCS#8 RSA key")
         }
     }
@@ -67,7 +76,11 @@ pub fn openssl(args: &[&str], stdin: Option<&str>) -> String {
     input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
     drop(input);
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -121,10 +134,19 @@ impl TestCa {
         self.leaf_with(names, key, |_| {})
     }
 
-    pub fn leaf_with(&self, names: &[&str], key: Key, edit: impl FnOnce(&mut CertificateParams)) -> Leaf {
+    pub fn leaf_with(
+        &self,
+        names: &[&str],
+        key: Key,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let key = key_pair(key);
-        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.serial_number = Some(SerialNumber::from_slice(&rand_serial()));
         edit(&mut params);
@@ -208,7 +230,12 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -217,44 +244,67 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
 /// The leaf certificate the server presents for `sni`, whatever it is.
 pub async fn served_cert(addr: SocketAddr, sni: &str) -> CertificateDer<'static> {
-    let recorder = Arc::new(Recorder { seen: Mutex::new(None) });
+    let recorder = Arc::new(Recorder {
+        seen: Mutex::new(None),
+    });
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(recorder.clone())
         .with_no_client_auth();
-    connect(addr, sni, Arc::new(config)).await.expect("handshake");
+    connect(addr, sni, Arc::new(config))
+        .await
+        .expect("handshake");
     recorder.seen.lock().unwrap().take().unwrap()
 }
 
 /// A TLS connection to `addr` with server name `sni` (an IP address sends
 /// no SNI).
-pub async fn connect(addr: SocketAddr, sni: &str, config: Arc<ClientConfig>) -> std::io::Result<TlsStream<TcpStream>> {
+pub async fn connect(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(sni.to_owned()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), TlsConnector::from(config).connect(name, tcp))
-        .await
-        .expect("handshake within 10s")
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .expect("handshake within 10s")
 }
 
 /// The leaf certificate of an established connection.
 pub fn peer_leaf(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
-    s.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+    s.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
 }
 
 pub fn alpn(s: &TlsStream<TcpStream>) -> Option<String> {
-    s.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned())
+    s.get_ref()
+        .1
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
 }
 
 /// An HTTP/1.1 or HTTP/2 sender over an established connection.
@@ -268,7 +318,9 @@ impl Sender {
     pub async fn over(stream: TlsStream<TcpStream>) -> Sender {
         let io = TokioIo::new(stream);
         if io.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
-            let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+            let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
             tokio::spawn(conn);
             Sender::H2(tx)
         } else {
@@ -280,7 +332,12 @@ impl Sender {
 
     /// GET `https://{host}{path}`.
     pub async fn get(&mut self, host: &str, path: &str) -> Reply {
-        let req = |uri: String| Request::get(uri).header("host", host).body(Full::default()).unwrap();
+        let req = |uri: String| {
+            Request::get(uri)
+                .header("host", host)
+                .body(Full::default())
+                .unwrap()
+        };
         let resp = match self {
             Sender::H1(tx) => {
                 tx.ready().await.expect("connection usable");
@@ -314,7 +371,9 @@ impl TlsBackend {
     pub async fn start(leaf: &Leaf) -> TlsBackend {
         let chain = vec![leaf.der.clone()];
         let key = rustls::pki_types::PrivateKeyDer::try_from(
-            rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes()).unwrap().unwrap(),
+            rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
+                .unwrap()
+                .unwrap(),
         )
         .unwrap();
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -329,10 +388,14 @@ impl TlsBackend {
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let svc = service_fn(|req: Request<Incoming>| async move {
                         let json = serde_json::json!({
                             "backend": "tls",

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod binary;
+pub mod certs;
 pub mod client;
 pub mod configmap;
 pub mod gateway;
