@@ -197,11 +197,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
 }
 
 /// `portico demo`.
-pub fn demo(listen: SocketAddr) -> u8 {
+pub fn demo(listen: SocketAddr, listen_https: SocketAddr) -> u8 {
     let _guard = logging::init(Some("info"));
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    rt.block_on(crate::demo::run(listen))
+    rt.block_on(crate::demo::run_with_https(listen, listen_https))
 }

@@ -1,9 +1,10 @@
 //! `portico demo`: the real gateway on loopback in front of three built-in
 //! backends that answer with JSON describing what they received, so a
 //! newcomer can see routing, normalization and request ids with curl alone.
+//! It serves HTTPS too, with a self-signed certificate made at start.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -27,8 +28,18 @@ pub const DEMO_BACKENDS: [(&str, u16); 3] = [
     ("orders", 18083),
 ];
 
-/// Runs the demo until Ctrl-C / SIGTERM. Returns the exit code.
+/// Where the demo serves HTTPS unless told otherwise.
+pub const DEFAULT_HTTPS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443);
+
+/// Runs the demo, HTTPS on [`DEFAULT_HTTPS_LISTEN`], until Ctrl-C / SIGTERM.
+/// Returns the exit code.
 pub async fn run(listen: SocketAddr) -> u8 {
+    run_with_https(listen, DEFAULT_HTTPS_LISTEN).await
+}
+
+/// Runs the demo with plain HTTP on `listen` and HTTPS on `listen_https`
+/// until Ctrl-C / SIGTERM. Returns the exit code.
+pub async fn run_with_https(listen: SocketAddr, listen_https: SocketAddr) -> u8 {
     let routes_file = match demo_routes_file() {
         Ok(p) => p,
         Err(e) => {
@@ -48,8 +59,18 @@ pub async fn run(listen: SocketAddr) -> u8 {
             }
         }
     }
+    // Removed again when the demo stops (the guard drops).
+    let cert = match DemoCert::create() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot make the demo TLS certificate: {e}");
+            return 1;
+        }
+    };
     let yaml = format!(
-        "listen:\n  http: {listen}\noperator:\n  listen: 127.0.0.1:0\nroutes_file: {}\n",
+        "listen:\n  http: {listen}\n  https: {listen_https}\ntls:\n  certificates:\n    - cert: \"{}\"\n      key: \"{}\"\noperator:\n  listen: 127.0.0.1:0\nroutes_file: {}\nshutdown:\n  drain_delay: 0s\n",
+        cert.cert.display(),
+        cert.key.display(),
         routes_file.display()
     );
     let cfg = match config::parse_gateway_config(Path::new("<demo>"), &yaml) {
@@ -80,6 +101,7 @@ pub async fn run(listen: SocketAddr) -> u8 {
     };
     let addr = running.http_addr.unwrap_or(listen);
     print_instructions(addr, &routes_file);
+    print_tls_instructions(running.https_addr.unwrap_or(listen_https), &cert.cert);
     running.wait().await;
     0
 }
@@ -113,6 +135,71 @@ fn print_instructions(addr: SocketAddr, routes_file: &Path) {
          Press Ctrl-C to stop.\n",
         routes_file.display()
     );
+}
+
+fn print_tls_instructions(addr: SocketAddr, cert: &Path) {
+    let port = addr.port();
+    println!(
+        "HTTPS on https://localhost:{port} (self-signed certificate for localhost, 127.0.0.1 and ::1, made at start):\n\
+         \x20 curl -s --cacert {cert} https://localhost:{port}/billing          # trusts just this certificate\n\
+         \x20 curl -s --http2 --cacert {cert} https://localhost:{port}/orders/7 # HTTP/2 over ALPN\n\
+         \x20 curl -sk https://localhost:{port}/billing                          # -k: skip verification (demo only)\n\
+         \x20 openssl s_client -connect 127.0.0.1:{port} -servername localhost -alpn h2 </dev/null\n",
+        cert = cert.display()
+    );
+}
+
+/// The demo's self-signed certificate and key, written to a private
+/// temporary directory (the gateway loads certificates from files) and
+/// removed when dropped. ECDSA P-256 via rcgen; its own trust anchor, so
+/// `curl --cacert` can verify it.
+struct DemoCert {
+    dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl DemoCert {
+    fn create() -> Result<DemoCert, Box<dyn std::error::Error>> {
+        let key = rcgen::KeyPair::generate()?;
+        let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+        let mut params = rcgen::CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Portico demo (self-signed)");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.self_signed(&key)?;
+
+        let dir = std::env::temp_dir().join(format!("portico-demo-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let guard = DemoCert {
+            cert: dir.join("demo.crt"),
+            key: dir.join("demo.key"),
+            dir,
+        };
+        std::fs::write(&guard.cert, cert.pem())?;
+        write_private(&guard.key, key.serialize_pem().as_bytes())?;
+        Ok(guard)
+    }
+}
+
+impl Drop for DemoCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes a file only its owner can read (a private key).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 /// A demo backend: answers every request with a JSON description of it.

@@ -48,6 +48,9 @@ enum Command {
         /// Public listener of the demo gateway.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// HTTPS listener of the demo gateway (self-signed certificate made at start).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen_https: std::net::SocketAddr,
     },
 }
 
@@ -59,7 +62,10 @@ fn main() -> ExitCode {
         Command::Routes { config, path, host } => {
             cli::routes(&config, path.as_deref(), host.as_deref())
         }
-        Command::Demo { listen } => cli::demo(listen),
+        Command::Demo {
+            listen,
+            listen_https,
+        } => cli::demo(listen, listen_https),
     };
     ExitCode::from(code)
 }

@@ -194,7 +194,7 @@ const ROUTE_KEYS: &[&str] = &[
 /// Served only on the operator listener; on public listeners these and
 /// everything under them are 404 whatever the route table says (DESIGN
 /// "Operator paths are never public"), so a route there could never work.
-const OPERATOR_PATHS: &[&str] = &["/healthz", "/readyz", "/livez", "/metrics"];
+const OPERATOR_PATHS: &[&str] = &crate::operator::RESERVED_PATHS;
 
 /// Parses and validates a route file; `source` names the file in errors and
 /// is the base for relative paths (`ca_file`).

@@ -66,8 +66,19 @@ fn watch_dir(reloader: &Reloader, tx: mpsc::Sender<()>) -> Option<notify::Recomm
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."))
         .to_owned();
+    let name = reloader.path.file_name().map(|n| n.to_owned());
     let handler = move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        // Only events about the route file or the kubelet's `..data` swap
+        // matter: other files in the directory (a log file, say) must not
+        // cost a reload check on every write.
+        let relevant = res.is_ok_and(|ev| {
+            ev.paths.iter().any(|p| {
+                p.file_name().is_some_and(|f| {
+                    Some(f) == name.as_deref() || f.as_encoded_bytes().starts_with(b"..")
+                })
+            })
+        });
+        if relevant {
             // A full channel already means "something changed".
             let _ = tx.try_send(());
         }

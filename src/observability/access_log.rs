@@ -3,12 +3,10 @@
 //! writer; when that queue is full the line is dropped and counted, never
 //! waited for.
 
-use std::io::Write;
-
 use super::{json, logging};
 
 /// Everything the access-log line says about one request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AccessRecord<'a> {
     pub request_id: &'a str,
     pub method: &'a str,
@@ -18,7 +16,7 @@ pub struct AccessRecord<'a> {
     pub route: &'a str,
     /// `host:port` of the backend, or empty when no upstream was tried.
     pub upstream: &'a str,
-    pub client_ip: &'a str,
+    pub client_ip: std::net::IpAddr,
     pub proto: &'a str,
     pub bytes_out: u64,
     pub user_agent: &'a str,
@@ -30,36 +28,48 @@ impl AccessRecord<'_> {
     /// The JSON line, newline included.
     pub fn to_line(&self) -> String {
         let mut out = String::with_capacity(320);
+        self.write_line(&mut out);
+        out
+    }
+
+    /// Appends the JSON line, newline included, to `out`.
+    pub fn write_line(&self, out: &mut String) {
         out.push('{');
-        json::push_field(&mut out, "ts", &logging::now_rfc3339().to_string());
-        json::push_field(&mut out, "level", "info");
-        json::push_field(&mut out, "msg", "request");
-        json::push_field(&mut out, "request_id", self.request_id);
-        json::push_field(&mut out, "method", self.method);
-        json::push_field(&mut out, "path", self.path);
-        json::push_number(&mut out, "status", self.status);
-        json::push_number(&mut out, "duration_ms", self.duration_ms);
-        json::push_field(&mut out, "route", self.route);
-        json::push_field(&mut out, "upstream", self.upstream);
-        json::push_field(&mut out, "client_ip", self.client_ip);
-        json::push_field(&mut out, "proto", self.proto);
-        json::push_number(&mut out, "bytes_out", self.bytes_out);
-        json::push_field(&mut out, "user_agent", self.user_agent);
+        json::push_display(out, "ts", logging::now_rfc3339());
+        json::push_field(out, "level", "info");
+        json::push_field(out, "msg", "request");
+        json::push_field(out, "request_id", self.request_id);
+        json::push_field(out, "method", self.method);
+        json::push_field(out, "path", self.path);
+        json::push_number(out, "status", self.status);
+        json::push_number(out, "duration_ms", self.duration_ms);
+        json::push_field(out, "route", self.route);
+        json::push_field(out, "upstream", self.upstream);
+        json::push_display(out, "client_ip", self.client_ip);
+        json::push_field(out, "proto", self.proto);
+        json::push_number(out, "bytes_out", self.bytes_out);
+        json::push_field(out, "user_agent", self.user_agent);
         if self.incomplete {
             out.push_str(",\"incomplete\":true");
         }
         out.push_str("}\n");
-        out
     }
+}
+
+thread_local! {
+    /// One reusable line buffer per worker thread: no allocation per request.
+    static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
 }
 
 /// Writes the record if logging was initialised; a no-op otherwise.
 pub fn write(record: &AccessRecord<'_>) {
-    if let Some(writer) = logging::writer() {
-        let line = record.to_line();
-        // `NonBlocking` is lossy: a full queue drops the line and counts it.
-        let mut w = writer.clone();
-        let _ = w.write_all(line.as_bytes());
+    if let Some(sink) = logging::sink() {
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            record.write_line(&mut line);
+            sink.append(line.as_bytes());
+        });
     }
 }
 
@@ -77,7 +87,7 @@ mod tests {
             duration_ms: 1.25,
             route: "/billing",
             upstream: "127.0.0.1:9000",
-            client_ip: "127.0.0.1",
+            client_ip: [127, 0, 0, 1].into(),
             proto: "HTTP/1.1",
             bytes_out: 12,
             user_agent: "curl/8",

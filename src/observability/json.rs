@@ -40,6 +40,19 @@ pub fn push_field(out: &mut String, key: &str, value: &str) {
     push_str(out, value);
 }
 
+/// Appends `"key":"value"` for a value whose `Display` output needs no
+/// escaping (timestamps, IP addresses): formatted straight into `out`.
+pub fn push_display(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    use std::fmt::Write;
+    if !out.ends_with('{') {
+        out.push(',');
+    }
+    push_str(out, key);
+    out.push_str(":\"");
+    let _ = write!(out, "{value}");
+    out.push('"');
+}
+
 /// Appends `"key":number`.
 pub fn push_number(out: &mut String, key: &str, value: impl itoa_like::Number) {
     if !out.ends_with('{') {

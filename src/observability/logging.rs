@@ -1,46 +1,128 @@
 //! Process-wide JSON logging. Every line Portico prints is one JSON object
-//! with `ts`, `level` and `msg`; access-log lines and tracing events share one
-//! non-blocking, lossy stdout writer so that logging never blocks a request.
+//! with `ts`, `level` and `msg`. Access-log lines and tracing events share
+//! one [`LogSink`]: request tasks append finished lines to a shared buffer
+//! under a short lock, and one writer thread swaps the buffer out and writes
+//! it to stdout in large chunks. Nothing on the request path waits for
+//! stdout, and there is no wake-up per line; when stdout cannot keep up the
+//! buffer's cap is reached and lines are dropped and counted, never waited for.
 
 use std::fmt;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
+use std::sync::Arc;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
+use parking_lot::{Condvar, Mutex};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::json;
 
-/// Lines that may wait for the writer thread before new ones are dropped
-/// (and counted) instead of blocking the request path.
-const BUFFERED_LINES: usize = 64 * 1024;
+/// Bytes that may wait for the writer before new lines are dropped.
+const BUFFER_CAP: usize = 16 << 20;
+/// The writer is woken early once this much is waiting.
+const WAKE_AT: usize = 256 << 10;
+/// Longest a line waits before it is written.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
-/// The shared stdout writer, installed once by [`init`]. Access-log records
-/// go straight to it; tracing events reach it through the subscriber.
-static WRITER: OnceLock<(NonBlocking, ErrorCounter)> = OnceLock::new();
+/// The sink installed by [`init`].
+static SINK: OnceLock<LogSink> = OnceLock::new();
 
-/// Installs the JSON subscriber and the non-blocking stdout writer.
+/// A bounded, batching line buffer in front of stdout. Cheap to clone.
+#[derive(Clone)]
+pub struct LogSink {
+    inner: Arc<SinkInner>,
+}
+
+struct SinkInner {
+    buf: Mutex<Vec<u8>>,
+    wake: Condvar,
+    dropped: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl LogSink {
+    fn new() -> Self {
+        LogSink {
+            inner: Arc::new(SinkInner {
+                buf: Mutex::new(Vec::with_capacity(WAKE_AT)),
+                wake: Condvar::new(),
+                dropped: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Queues complete lines (newline included). Never blocks on I/O.
+    pub fn append(&self, lines: &[u8]) {
+        let mut buf = self.inner.buf.lock();
+        if buf.len() + lines.len() > BUFFER_CAP {
+            drop(buf);
+            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        buf.extend_from_slice(lines);
+        if buf.len() >= WAKE_AT {
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// The writer loop: swap the buffer out, write it, repeat.
+    fn run(&self, mut out: impl Write) {
+        let mut batch = Vec::with_capacity(WAKE_AT);
+        loop {
+            {
+                let mut buf = self.inner.buf.lock();
+                if buf.is_empty() && !self.inner.closed.load(Ordering::Acquire) {
+                    self.inner.wake.wait_for(&mut buf, FLUSH_INTERVAL);
+                }
+                std::mem::swap(&mut *buf, &mut batch);
+            }
+            if !batch.is_empty() {
+                // A failed write (closed stdout) loses this batch; there is
+                // nowhere better to report it.
+                let _ = out.write_all(&batch).and_then(|_| out.flush());
+                batch.clear();
+            } else if self.inner.closed.load(Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+}
+
+/// Flushes what is queued and stops the writer when dropped. Keep it alive
+/// for the life of the process.
+pub struct LogGuard {
+    sink: LogSink,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.sink.inner.closed.store(true, Ordering::Release);
+        self.sink.inner.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Installs the JSON subscriber and the stdout writer thread.
 ///
 /// `level` comes from the config's `log_level`; `RUST_LOG`, when set, wins.
-/// Keep the returned guard alive for the life of the process: dropping it
-/// flushes what is still queued.
-pub fn init(level: Option<&str>) -> WorkerGuard {
-    let stdout = io::stdout().as_fd_clone();
-    // A buffered file handle: the worker flushes whenever its queue is empty,
-    // so lines appear promptly without one write(2) per line under load.
-    let sink = BufWriter::with_capacity(64 * 1024, stdout);
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(BUFFERED_LINES)
-        .thread_name("portico-log")
-        .finish(sink);
-    let counter = writer.error_counter();
-    let _ = WRITER.set((writer.clone(), counter));
+pub fn init(level: Option<&str>) -> LogGuard {
+    let sink = SINK.get_or_init(LogSink::new).clone();
+    let writer = sink.clone();
+    let out = stdout_file();
+    let thread = std::thread::Builder::new()
+        .name("portico-log".into())
+        .spawn(move || writer.run(out))
+        .ok();
 
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::new(v),
@@ -49,20 +131,21 @@ pub fn init(level: Option<&str>) -> WorkerGuard {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .event_format(JsonLine)
-        .with_writer(writer)
+        .with_writer(sink.clone())
         .try_init();
-    guard
+    LogGuard { sink, thread }
 }
 
-/// The writer installed by [`init`], if any (tests that run the gateway
+/// The sink installed by [`init`], if any (tests that run the gateway
 /// in-process leave it unset, and then access logging is off).
-pub(crate) fn writer() -> Option<&'static NonBlocking> {
-    WRITER.get().map(|(w, _)| w)
+pub(crate) fn sink() -> Option<&'static LogSink> {
+    SINK.get()
 }
 
-/// Lines dropped because the writer queue was full.
+/// Lines dropped because the writer could not keep up.
 pub fn dropped_lines() -> u64 {
-    WRITER.get().map_or(0, |(_, c)| c.dropped_lines() as u64)
+    SINK.get()
+        .map_or(0, |s| s.inner.dropped.load(Ordering::Relaxed))
 }
 
 /// Current time as RFC 3339 UTC with milliseconds: `2026-11-25T17:05:09.123Z`.
@@ -70,18 +153,46 @@ pub fn now_rfc3339() -> humantime::Rfc3339Timestamp {
     humantime::format_rfc3339_millis(std::time::SystemTime::now())
 }
 
-trait AsFdClone {
-    fn as_fd_clone(&self) -> Box<dyn Write + Send>;
+/// A dup of fd 1 as a plain file: no line buffering and no global lock,
+/// since the writer already writes in large batches. Falls back to `Stdout`.
+fn stdout_file() -> Box<dyn Write + Send> {
+    use std::os::fd::AsFd;
+    match io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(io::stdout()),
+    }
 }
 
-impl AsFdClone for io::Stdout {
-    /// A dup of fd 1 as a plain file, bypassing `Stdout`'s line buffering and
-    /// its global lock. Falls back to `Stdout` if the dup fails.
-    fn as_fd_clone(&self) -> Box<dyn Write + Send> {
-        use std::os::fd::AsFd;
-        match self.as_fd().try_clone_to_owned() {
-            Ok(fd) => Box::new(std::fs::File::from(fd)),
-            Err(_) => Box::new(io::stdout()),
+/// One tracing event's bytes, appended to the sink as a whole when dropped.
+pub struct EventWriter {
+    sink: LogSink,
+    buf: Vec<u8>,
+}
+
+impl Write for EventWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            self.sink.append(&self.buf);
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogSink {
+    type Writer = EventWriter;
+    fn make_writer(&'a self) -> EventWriter {
+        EventWriter {
+            sink: self.clone(),
+            buf: Vec::with_capacity(256),
         }
     }
 }

@@ -86,7 +86,6 @@ impl Exchange {
         let elapsed = self.started.elapsed();
         self.metrics
             .observe(&self.method, status, elapsed.as_secs_f64());
-        let peer = self.peer.to_string();
         access_log::write(&AccessRecord {
             request_id: self.request_id.to_str().unwrap_or_default(),
             method: self.method.as_str(),
@@ -95,7 +94,7 @@ impl Exchange {
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             route: self.metrics.route(),
             upstream: self.upstream.as_deref().unwrap_or(""),
-            client_ip: &peer,
+            client_ip: self.peer,
             proto: version_str(self.version),
             bytes_out: self.bytes_out,
             user_agent: self

@@ -160,7 +160,16 @@ fn classify(err: hyper_util::client::legacy::Error) -> UpstreamError {
             kind = UpstreamErrorKind::Protocol;
             break;
         }
-        cause = e.source();
+        // io::Error::source() skips the error an io::Error wraps, and
+        // tokio-rustls reports handshake failures as io::Error(rustls::Error)
+        // (hyper-util wraps that once more): descend into it.
+        cause = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
     }
     UpstreamError::Failed { kind, source: err }
 }

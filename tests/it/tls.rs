@@ -171,9 +171,11 @@ async fn tls_1_2_and_1_3_are_served() {
     gw.shutdown().await;
 }
 
-/// A ClientHello offering only `version` (no supported_versions extension,
-/// so it cannot negotiate TLS 1.2+), with pre-1.2 cipher suites. rustls
-/// cannot send one, so it is built by hand (RFC 4346 §7.4.1.2).
+/// A ClientHello whose highest version is `version` (no supported_versions
+/// extension, so it cannot negotiate anything newer). rustls cannot send
+/// one below TLS 1.2, so it is built by hand (RFC 5246 §7.4.1.2). It offers
+/// TLS 1.2 suites and signature algorithms too, so that with `0x0303` it is
+/// a hello rustls accepts: only the version differs between the cases.
 fn legacy_client_hello(version: u16, sni: &str) -> Vec<u8> {
     fn ext(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
         out.extend(kind.to_be_bytes());
@@ -184,8 +186,9 @@ fn legacy_client_hello(version: u16, sni: &str) -> Vec<u8> {
     body.extend(version.to_be_bytes());
     body.extend([0x5a; 32]); // random
     body.push(0); // no session id
-    // ECDHE-RSA/ECDSA-AES128-SHA, AES128-SHA, AES256-SHA: all TLS 1.0-era suites.
-    let suites: [u16; 4] = [0xc013, 0xc009, 0x002f, 0x0035];
+    // ECDHE-ECDSA/RSA-AES128-GCM-SHA256 (TLS 1.2), then TLS 1.0-era suites:
+    // ECDHE-RSA/ECDSA-AES128-SHA, AES128-SHA, AES256-SHA.
+    let suites: [u16; 6] = [0xc02b, 0xc02f, 0xc013, 0xc009, 0x002f, 0x0035];
     body.extend((suites.len() as u16 * 2).to_be_bytes());
     suites.iter().for_each(|s| body.extend(s.to_be_bytes()));
     body.extend([1, 0]); // compression: null only
@@ -199,6 +202,12 @@ fn legacy_client_hello(version: u16, sni: &str) -> Vec<u8> {
     ext(&mut exts, 0x0000, &server_name);
     ext(&mut exts, 0x000a, &[0, 2, 0, 0x17]); // supported_groups: secp256r1
     ext(&mut exts, 0x000b, &[1, 0]); // ec_point_formats: uncompressed
+    // signature_algorithms: ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, rsa_pkcs1_sha256
+    ext(
+        &mut exts,
+        0x000d,
+        &[0, 6, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01],
+    );
     body.extend((exts.len() as u16).to_be_bytes());
     body.extend(exts);
 
@@ -235,14 +244,25 @@ async fn tls_1_1_and_older_are_refused() {
             .await
             .unwrap_or_else(|_| panic!("{name}: the server neither answered nor closed"))
             .ok();
-        // Never a ServerHello (a handshake record): one fatal alert, then
-        // close. rustls answers protocol_version (70) to TLS 1.0/1.1 and
-        // handshake_failure (40) to SSL 3.0.
-        assert_eq!(answer.len(), 7, "{name}: expected one alert record, got {answer:02x?}");
-        assert_eq!(answer[0], 0x15, "{name}: expected an alert record, got {answer:02x?}");
-        assert_eq!(answer[5], 2, "{name}: expected a fatal alert, got {answer:02x?}");
-        let want = if version == 0x0300 { 40 } else { 70 };
-        assert_eq!(answer[6], want, "{name}: unexpected alert, got {answer:02x?}");
+        // Never a ServerHello (a handshake record): one fatal
+        // protocol_version alert (70), then close.
+        assert_eq!(
+            answer.len(),
+            7,
+            "{name}: expected one alert record, got {answer:02x?}"
+        );
+        assert_eq!(
+            answer[0], 0x15,
+            "{name}: expected an alert record, got {answer:02x?}"
+        );
+        assert_eq!(
+            answer[5], 2,
+            "{name}: expected a fatal alert, got {answer:02x?}"
+        );
+        assert_eq!(
+            answer[6], 70,
+            "{name}: expected protocol_version, got {answer:02x?}"
+        );
         wait_counter(|| gw.metrics.tls_handshake_errors.get(), i as u64 + 1).await;
     }
     assert!(
@@ -250,6 +270,24 @@ async fn tls_1_1_and_older_are_refused() {
             .render()
             .contains("portico_tls_handshake_errors_total 3")
     );
+
+    // Control: the same hand-built hello saying TLS 1.2 gets a ServerHello,
+    // so the refusals above are about the version and nothing else.
+    let mut tcp = TcpStream::connect(https).await.unwrap();
+    tcp.write_all(&legacy_client_hello(0x0303, "localhost"))
+        .await
+        .unwrap();
+    let mut head = [0u8; 6];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut head))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(
+        (head[0], head[5]),
+        (0x16, 0x02),
+        "handshake record holding a ServerHello, got {head:02x?}"
+    );
+    drop(tcp);
     gw.shutdown().await;
 }
 
@@ -480,7 +518,9 @@ async fn load_errors_are_clear_and_stop_the_start() {
     std::fs::write(d.join("empty.crt"), "").unwrap();
     let (ed_cert, _) = ca.leaf(&["ed.test"], Key::Ed25519).write(d, "ed");
 
-    let cases: Vec<(&str, Vec<(PathBuf, PathBuf)>, Vec<String>)> = vec![
+    // (what, cert/key pairs, what the error must say)
+    type Case<'a> = (&'a str, Vec<(PathBuf, PathBuf)>, Vec<String>);
+    let cases: Vec<Case> = vec![
         (
             "missing cert",
             vec![(d.join("nope.crt"), key.clone())],
@@ -659,15 +699,22 @@ async fn https_backend_with_a_private_ca_needs_its_ca_file() {
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["error"], "upstream_unavailable");
     let metrics = gw.metrics.render();
-    let line = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("portico_upstream_errors_total") && l.contains("route=\"/public-roots\"")
-        })
-        .unwrap_or_else(|| panic!("no upstream error counted:\n{metrics}"));
-    assert!(
-        line.contains("kind=\"tls\"") && line.ends_with(" 1"),
-        "{line}"
+    let count = |kind: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("portico_upstream_errors_total")
+                    && l.contains("route=\"/public-roots\"")
+                    && l.contains(&format!("kind=\"{kind}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(count("tls").as_deref(), Some("1"), "{metrics}");
+    assert_ne!(
+        count("connect").as_deref(),
+        Some("1"),
+        "a certificate error is not a connect error"
     );
     gw.shutdown().await;
 }

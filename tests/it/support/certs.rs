@@ -370,12 +370,9 @@ pub struct TlsBackend {
 impl TlsBackend {
     pub async fn start(leaf: &Leaf) -> TlsBackend {
         let chain = vec![leaf.der.clone()];
-        let key = rustls::pki_types::PrivateKeyDer::try_from(
-            rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
+        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
+            .unwrap()
+            .expect("a private key");
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()

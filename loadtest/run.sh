@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Side-by-side load test on loopback: the same backend behind nginx and
+# behind Portico, driven by wrk in the same run, with CPU time per request
+# read from /proc for each proxy. Bounded in time; cleans up after itself.
+#
+#   loadtest/run.sh [PORTICO_BINARY]     (default: target/release/portico)
+#
+# Needs: nginx, wrk (apt-get install -y nginx wrk). Env: DURATION (s, default 10),
+# CONNECTIONS (default 64), THREADS (wrk threads, default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-target/release/portico}
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+[ -x "$BIN" ] || { echo "no portico binary at $BIN (cargo build --release)" >&2; exit 2; }
+command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk" >&2; exit 2; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$work/backend.pid" ] && kill "$(cat "$work/backend.pid")" 2>/dev/null || true
+    [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
+    sleep 0.3
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BACKEND=$(free_port); NGINX=$(free_port); PORTICO=$(free_port); OPERATOR=$(free_port)
+
+# The backend: nginx answering a small fixed body, one worker pinned to its job.
+cat > "$work/backend.conf" <<CONF
+worker_processes 1;
+pid $work/backend.pid;
+error_log $work/backend-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$BACKEND;
+        location / { return 200 '{"ok":true,"service":"bench"}\n'; }
+    }
+}
+CONF
+
+# nginx as the reference proxy: keep-alive upstream, access log on (as Portico).
+cat > "$work/proxy.conf" <<CONF
+worker_processes 1;
+pid $work/proxy.pid;
+error_log $work/proxy-error.log;
+events { worker_connections 4096; }
+http {
+    log_format json escape=json '{"ts":"\$time_iso8601","request_id":"\$request_id","method":"\$request_method","path":"\$uri","status":\$status,"duration":\$request_time,"upstream":"\$upstream_addr","client_ip":"\$remote_addr","bytes_out":\$bytes_sent,"user_agent":"\$http_user_agent"}';
+    access_log $work/nginx-access.log json buffer=64k flush=1s;
+    keepalive_requests 1000000;
+    upstream bench { server 127.0.0.1:$BACKEND; keepalive 128; }
+    server {
+        listen 127.0.0.1:$NGINX;
+        location /bench/ {
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Request-Id \$request_id;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+}
+CONF
+
+cat > "$work/routes.yaml" <<CONF
+routes:
+  - prefix: /bench
+    backend: http://127.0.0.1:$BACKEND
+CONF
+cat > "$work/portico.yaml" <<CONF
+listen:
+  http: 127.0.0.1:$PORTICO
+operator:
+  listen: 127.0.0.1:$OPERATOR
+routes_file: $work/routes.yaml
+shutdown:
+  drain_delay: 0s
+CONF
+
+nginx -c "$work/backend.conf" -p "$work"
+nginx -c "$work/proxy.conf" -p "$work"
+PORTICO_WORKERS=${PORTICO_WORKERS:-1}
+TOKIO_WORKER_THREADS=$PORTICO_WORKERS "$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
+pids+=($!)
+PORTICO_PID=$!
+for _ in $(seq 50); do
+    curl -sf "http://127.0.0.1:$PORTICO/bench/x" >/dev/null 2>&1 && curl -sf "http://127.0.0.1:$NGINX/bench/x" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+NGINX_WORKER=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
+
+# CPU ticks (user+system) of a process and its threads.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
+# bench NAME URL PID → prints "rps p50 p99 cpu_us_per_req"
+bench() {
+    local name=$1 url=$2 pid=${3:-}
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null 2>&1   # warm-up
+    local before=0 after=0
+    [ -n "$pid" ] && before=$(ticks "$pid")
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" > "$work/$name.wrk"
+    [ -n "$pid" ] && after=$(ticks "$pid")
+    local reqs rps p50 p99 errs
+    reqs=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
+    rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/$name.wrk")
+    p50=$(awk '$1=="50%" {print $2}' "$work/$name.wrk")
+    p99=$(awk '$1=="99%" {print $2}' "$work/$name.wrk")
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/$name.wrk" | tr '\n' ' ')
+    local cpu="-"
+    if [ -n "$pid" ] && [ "$reqs" -gt 0 ]; then
+        cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+    fi
+    echo "$name $rps $p50 $p99 $cpu ${errs:-}"
+}
+
+echo "# loopback, ${DURATION}s per run, wrk -t$THREADS -c$CONNECTIONS, $(nproc) cores, proxy workers: nginx 1, portico $PORTICO_WORKERS"
+direct=$(bench direct "http://127.0.0.1:$BACKEND/bench/x")
+ngx=$(bench nginx "http://127.0.0.1:$NGINX/bench/x" "$NGINX_WORKER")
+por=$(bench portico "http://127.0.0.1:$PORTICO/bench/x" "$PORTICO_PID")
+lines=$(wc -l < "$work/portico.log")
+
+printf '| target | req/s | p50 | p99 | proxy CPU per request |\n|---|---|---|---|---|\n'
+for row in "$direct" "$ngx" "$por"; do
+    set -- $row
+    printf '| %s | %s | %s | %s | %s µs |\n' "$1" "$2" "$3" "$4" "$5"
+done
+set -- $ngx; ngx_rps=$2; ngx_cpu=$5
+set -- $por; por_rps=$2; por_cpu=$5
+awk -v a="$por_rps" -v b="$ngx_rps" -v c="$por_cpu" -v d="$ngx_cpu" \
+    'BEGIN {printf "\nportico/nginx: throughput %.2fx, CPU per request %.2fx\n", a / b, c / d}'
+echo "portico access-log lines written: $lines"
+grep -h -E "Non-2xx|Socket errors" "$work"/*.wrk || echo "no errors reported by wrk"
