@@ -18,6 +18,13 @@ pub fn serve(config_path: &Path) -> u8 {
         Err(errors) => return report(&errors),
     };
     let _guard = logging::init(cfg.log_level.as_deref());
+    // Certificates are checked before any port is bound, like the config.
+    if let Some(tls) = &cfg.tls
+        && let Err(e) = crate::tls::TlsTerminator::load(tls)
+    {
+        tracing::error!(error = %crate::proxy::error_chain(&e), "cannot start");
+        return EXIT_INVALID;
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -52,6 +59,18 @@ pub fn check(config_path: &Path) -> u8 {
         Ok(c) => c,
         Err(errors) => return report(&errors),
     };
+    // Certificates are part of a valid configuration: a key that does not
+    // match its certificate must fail here, not at the next rollout.
+    if let Some(tls) = &cfg.tls
+        && let Err(e) = crate::tls::TlsTerminator::load(tls)
+    {
+        eprintln!(
+            "{}: tls: {}",
+            config_path.display(),
+            crate::proxy::error_chain(&e)
+        );
+        return EXIT_INVALID;
+    }
     match config::load_route_file(&cfg.routes_file) {
         Ok(routes) => {
             println!(

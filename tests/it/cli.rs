@@ -145,3 +145,28 @@ fn routes_match_explains_the_choice() {
         "{table}"
     );
 }
+
+/// The example files shipped in the repository stay valid.
+#[test]
+fn shipped_example_config_passes_check() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = run(&["check", "--config", &format!("{root}/portico.example.yaml")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "routes",
+        "--config",
+        &format!("{root}/portico.example.yaml"),
+        "--match",
+        "/orders/42",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("route:   /orders") && text.contains("upstream path: /42"),
+        "{text}"
+    );
+}

@@ -750,3 +750,34 @@ fn serve_exits_1_on_a_bad_certificate() {
     );
     assert_eq!(serve.wait_exit(Duration::from_secs(10)), Some(1));
 }
+
+/// `portico check` loads the certificates too: a key that does not match
+/// its certificate fails the check, not the next rollout.
+#[test]
+fn check_rejects_a_mismatched_key() {
+    let ca = TestCa::new("ca");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = ca
+        .leaf(&["localhost"], Key::EcdsaP256)
+        .write(dir.path(), "a");
+    let (_, other_key) = ca
+        .leaf(&["localhost"], Key::EcdsaP256)
+        .write(dir.path(), "b");
+    std::fs::write(dir.path().join("routes.yaml"), "routes: []\n").unwrap();
+    let cfg = dir.path().join("portico.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}routes_file: routes.yaml\n",
+            tls_yaml(&[(cert.clone(), other_key)], "", "")
+        ),
+    )
+    .unwrap();
+    let out = crate::support::binary::run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls:") && err.contains("does not match"),
+        "{err}"
+    );
+}
