@@ -353,15 +353,7 @@ mod tests {
 
     #[test]
     fn typo_suggestions() {
-        let keys = [
-            "prefix",
-            "backend",
-            "backends",
-            "strip_prefix",
-            "timeout",
-            "max_inflight",
-            "ca_file",
-        ];
+        let keys = super::super::routes::ROUTE_KEYS;
         let cases = [
             ("timout", Some("timeout")),
             ("Timeout", Some("timeout")),
@@ -372,7 +364,7 @@ mod tests {
             ("x", None),
         ];
         for (typo, expected) in cases {
-            assert_eq!(closest(typo, &keys), expected, "{typo}");
+            assert_eq!(closest(typo, keys), expected, "{typo}");
         }
     }
 

@@ -181,7 +181,7 @@ impl FromStr for BackendUrl {
     }
 }
 
-const ROUTE_KEYS: &[&str] = &[
+pub(super) const ROUTE_KEYS: &[&str] = &[
     "prefix",
     "backend",
     "backends",
