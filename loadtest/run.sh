@@ -127,6 +127,8 @@ direct=$(bench direct "http://127.0.0.1:$BACKEND/bench/x")
 ngx=$(bench nginx "http://127.0.0.1:$NGINX/bench/x" "$NGINX_WORKER")
 por=$(bench portico "http://127.0.0.1:$PORTICO/bench/x" "$PORTICO_PID")
 lines=$(wc -l < "$work/portico.log")
+portico_rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$PORTICO_PID/status")
+nginx_rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$NGINX_WORKER/status")
 
 printf '| target | req/s | p50 | p99 | proxy CPU per request |\n|---|---|---|---|---|\n'
 for row in "$direct" "$ngx" "$por"; do
@@ -138,4 +140,5 @@ set -- $por; por_rps=$2; por_cpu=$5
 awk -v a="$por_rps" -v b="$ngx_rps" -v c="$por_cpu" -v d="$ngx_cpu" \
     'BEGIN {printf "\nportico/nginx: throughput %.2fx, CPU per request %.2fx\n", a / b, c / d}'
 echo "portico access-log lines written: $lines"
+echo "peak RSS: portico $portico_rss, nginx worker $nginx_rss"
 grep -h -E "Non-2xx|Socket errors" "$work"/*.wrk || echo "no errors reported by wrk"

@@ -232,3 +232,22 @@ async fn requests_in_flight_finish_on_the_table_they_started_with() {
     assert_eq!(get(addr, "/svc").await.status, 404);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn unchanged_routes_keep_their_warm_upstream_connections_across_reloads() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let gw = TestGateway::start(&routes_yaml(&[("/svc", &a)])).await;
+    for _ in 0..5 {
+        assert_eq!(get(gw.addr, "/svc").await.status, 200);
+    }
+    assert_eq!(a.connections(), 1, "sequential requests share one pooled connection");
+    // Reload with /svc unchanged and a route added and changed around it.
+    std::fs::write(&gw.routes_path, routes_yaml(&[("/new", &b), ("/svc", &a)])).unwrap();
+    wait_generation(&gw, 2).await;
+    for _ in 0..5 {
+        assert_eq!(get(gw.addr, "/svc").await.json()["backend"], "a");
+    }
+    assert_eq!(a.connections(), 1, "the reload did not cost a new upstream connection");
+    gw.shutdown().await;
+}

@@ -33,6 +33,8 @@ pub struct Backend {
     pub name: &'static str,
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// TCP connections accepted so far (to see pooling at work).
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -42,11 +44,14 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let log = log.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| answer(req, name, log.clone()));
@@ -60,6 +65,7 @@ impl Backend {
             name,
             addr,
             seen,
+            accepted,
             task: Arc::new(task),
         }
     }
@@ -72,6 +78,11 @@ impl Backend {
     /// Requests received so far, in order.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// TCP connections the backend has accepted.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn last(&self) -> Seen {
