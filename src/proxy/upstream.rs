@@ -18,6 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::config::BackendUrl;
 use crate::observability::metrics::UpstreamErrorKind;
@@ -85,7 +87,7 @@ impl UpstreamClient {
             source,
         })?;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+        for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
             // A cert rustls cannot parse is skipped; an empty result is the error.
             let _ = roots.add(cert);
         }

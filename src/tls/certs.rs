@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use rustls::SignatureScheme;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -173,7 +174,7 @@ impl fmt::Debug for CertStore {
 
 /// Parses one pair and checks that the key belongs to the certificate.
 fn load_pair(pair: &PairBytes, provider: &CryptoProvider) -> Result<LoadedCert, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pair.cert.as_slice())
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pair.cert)
         .collect::<Result<_, _>>()
         .map_err(|source| TlsError::BadPem {
             path: pair.cert_path.clone(),
@@ -185,16 +186,22 @@ fn load_pair(pair: &PairBytes, provider: &CryptoProvider) -> Result<LoadedCert, 
             looks_like_key: contains(&pair.cert, b"PRIVATE KEY-----"),
         });
     }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pair.key.as_slice())
-        .map_err(|source| TlsError::BadPem {
-            path: pair.key_path.clone(),
-            source,
-        })?
-        .ok_or_else(|| TlsError::NoKey {
-            path: pair.key_path.clone(),
-            encrypted: contains(&pair.key, b"ENCRYPTED PRIVATE KEY-----"),
-            looks_like_cert: contains(&pair.key, b"BEGIN CERTIFICATE-----"),
-        })?;
+    let key: PrivateKeyDer<'static> = match PrivateKeyDer::from_pem_slice(&pair.key) {
+        Ok(key) => key,
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            return Err(TlsError::NoKey {
+                path: pair.key_path.clone(),
+                encrypted: contains(&pair.key, b"ENCRYPTED PRIVATE KEY-----"),
+                looks_like_cert: contains(&pair.key, b"BEGIN CERTIFICATE-----"),
+            });
+        }
+        Err(source) => {
+            return Err(TlsError::BadPem {
+                path: pair.key_path.clone(),
+                source,
+            });
+        }
+    };
     let signing_key = provider
         .key_provider
         .load_private_key(key)

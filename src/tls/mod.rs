@@ -56,7 +56,7 @@ pub enum TlsError {
     BadPem {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: rustls::pki_types::pem::Error,
     },
     #[error(
         "{}: no certificate found; expected PEM \"-----BEGIN CERTIFICATE-----\" blocks, leaf first{}",

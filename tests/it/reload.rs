@@ -241,13 +241,21 @@ async fn unchanged_routes_keep_their_warm_upstream_connections_across_reloads() 
     for _ in 0..5 {
         assert_eq!(get(gw.addr, "/svc").await.status, 200);
     }
-    assert_eq!(a.connections(), 1, "sequential requests share one pooled connection");
+    assert_eq!(
+        a.connections(),
+        1,
+        "sequential requests share one pooled connection"
+    );
     // Reload with /svc unchanged and a route added and changed around it.
     std::fs::write(&gw.routes_path, routes_yaml(&[("/new", &b), ("/svc", &a)])).unwrap();
     wait_generation(&gw, 2).await;
     for _ in 0..5 {
         assert_eq!(get(gw.addr, "/svc").await.json()["backend"], "a");
     }
-    assert_eq!(a.connections(), 1, "the reload did not cost a new upstream connection");
+    assert_eq!(
+        a.connections(),
+        1,
+        "the reload did not cost a new upstream connection"
+    );
     gw.shutdown().await;
 }

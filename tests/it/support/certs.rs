@@ -20,6 +20,7 @@ use rcgen::{
     KeyUsagePurpose, SerialNumber,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
@@ -370,8 +371,7 @@ pub struct TlsBackend {
 impl TlsBackend {
     pub async fn start(leaf: &Leaf) -> TlsBackend {
         let chain = vec![leaf.der.clone()];
-        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-            .unwrap()
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
             .expect("a private key");
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
