@@ -171,9 +171,7 @@ impl Operator {
     /// SHA-256, when it was loaded, and the last failed reload, if any.
     fn routes(&self) -> Response<GatewayBody> {
         let live = &self.state.live;
-        let table = live.current();
-        let generation = live.generation();
-        let status = live.status();
+        let (table, generation, status) = live.snapshot();
         let routes: Vec<Value> = table
             .routes()
             .map(|r| {

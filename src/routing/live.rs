@@ -49,17 +49,26 @@ impl LiveRoutes {
         self.table.load_full()
     }
 
-    /// Swaps in a new table, returning the new generation.
+    /// Swaps in a new table, returning the new generation. Table,
+    /// generation and status change under the status lock, so that
+    /// [`snapshot`](Self::snapshot) always sees them agree.
     pub fn install(&self, table: RouteTable, sha256: String) -> u64 {
+        let mut st = self.status.lock();
         self.table.store(Arc::new(table));
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.loaded.store(true, Ordering::Release);
-        let mut st = self.status.lock();
         st.sha256 = Some(sha256);
         st.loaded_at = Some(SystemTime::now());
         st.last_error = None;
         st.last_error_at = None;
         generation
+    }
+
+    /// The table, its generation and the load status, consistent with each
+    /// other (for `/routes`).
+    pub fn snapshot(&self) -> (Arc<RouteTable>, u64, LoadStatus) {
+        let st = self.status.lock();
+        (self.table.load_full(), self.generation(), st.clone())
     }
 
     /// Records a failed load; the current table keeps serving.
