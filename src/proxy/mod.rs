@@ -213,7 +213,7 @@ impl Gateway {
                     route = %route.prefix,
                     upstream = %backend.label,
                     kind = kind.as_str(),
-                    error = %error_chain(&source),
+                    error = %error_chain(&*source),
                     "upstream request failed"
                 );
                 Err(ProxyError::UpstreamUnavailable { kind })

@@ -10,16 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use http::Uri;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use tokio::time::Instant;
 
 use crate::config::BackendUrl;
 use crate::observability::metrics::UpstreamErrorKind;
@@ -32,6 +32,8 @@ use super::body::{RequestBody, RequestBodyError};
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 const POOL_MAX_IDLE_PER_HOST: usize = 1024;
 
+type BoxError = Box<dyn StdError + Send + Sync>;
+
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -39,7 +41,7 @@ pub enum UpstreamError {
     Failed {
         kind: UpstreamErrorKind,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
@@ -64,9 +66,64 @@ pub enum UpstreamSetupError {
 
 /// A pooled HTTP/1.1 client for `http://` and `https://` backends. Cheap to
 /// clone: clones share one pool.
+///
+/// The pool is Portico's own, over `hyper::client::conn::http1`: a map from
+/// origin to idle senders under one short lock. A sender goes back to the
+/// pool as soon as its connection is ready for the next request.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    pool: Arc<Pool>,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<RequestBody>;
+
+/// `(https?, host:port)`: which connections can carry a request.
+type PoolKey = (bool, Authority);
+
+struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+impl Pool {
+    /// The most recently used ready connection for `key`. Senders go back
+    /// into the pool right after their response head, so the list also
+    /// holds connections still streaming a body: those are skipped, closed
+    /// and expired ones are dropped.
+    fn checkout(&self, key: &PoolKey) -> Option<Sender> {
+        let mut idle = self.idle.lock();
+        let list = idle.get_mut(key)?;
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let entry = &list[i];
+            if entry.sender.is_closed() {
+                list.swap_remove(i);
+            } else if entry.sender.is_ready() {
+                let entry = list.swap_remove(i);
+                if entry.since.elapsed() <= POOL_IDLE_TIMEOUT {
+                    return Some(entry.sender);
+                }
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: PoolKey, sender: Sender) {
+        let mut idle = self.idle.lock();
+        let list = idle.entry(key).or_default();
+        if list.len() < POOL_MAX_IDLE_PER_HOST {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
 }
 
 impl UpstreamClient {
@@ -117,12 +174,12 @@ impl UpstreamClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .build(connector);
-        Ok(UpstreamClient { client })
+        Ok(UpstreamClient {
+            pool: Arc::new(Pool {
+                connector,
+                idle: Mutex::new(HashMap::new()),
+            }),
+        })
     }
 
     /// Sends one request (absolute-form URI) and waits for the response head.
@@ -130,19 +187,86 @@ impl UpstreamClient {
         &self,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.client.request(req).await.map_err(classify)
+        let (mut parts, body) = req.into_parts();
+        let tls = parts.uri.scheme() == Some(&Scheme::HTTPS);
+        let Some(authority) = parts.uri.authority().cloned() else {
+            return Err(UpstreamError::Failed {
+                kind: UpstreamErrorKind::Protocol,
+                source: "upstream URI without authority".into(),
+            });
+        };
+        let origin = parts.uri.clone();
+        // HTTP/1.1 upstreams get the origin form: path and query only.
+        parts.uri = match parts.uri.path_and_query() {
+            Some(pq) => Uri::from(pq.clone()),
+            None => Uri::from_static("/"),
+        };
+        let mut req = Request::from_parts(parts, body);
+        let key: PoolKey = (tls, authority);
+
+        while let Some(mut sender) = self.pool.checkout(&key) {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.release(key, sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the connection closed under us; the
+                    // request is intact, so try the next one.
+                    Some(back) => req = back,
+                    None => return Err(classify(e.into_error().into())),
+                },
+            }
+        }
+        let mut sender = self.connect(origin).await?;
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                self.release(key, sender);
+                Ok(resp)
+            }
+            Err(e) => Err(classify(e.into_error().into())),
+        }
+    }
+
+    /// A new connection to `origin`, its driver task spawned.
+    async fn connect(&self, origin: Uri) -> Result<Sender, UpstreamError> {
+        let mut connector = self.pool.connector.clone();
+        let io = tower_service::Service::call(&mut connector, origin)
+            .await
+            .map_err(|e| match classify(e) {
+                UpstreamError::Failed {
+                    kind: UpstreamErrorKind::Reset,
+                    source,
+                } => UpstreamError::Failed {
+                    kind: UpstreamErrorKind::Connect,
+                    source,
+                },
+                other => other,
+            })?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| classify(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Returns the sender to the pool; it becomes eligible again once its
+    /// connection has finished this response (see [`Pool::checkout`]).
+    fn release(&self, key: PoolKey, sender: Sender) {
+        self.pool.put(key, sender);
     }
 }
 
 /// Maps a client error onto the closed set of failure kinds by walking its
 /// source chain; raw error text never becomes a label.
-fn classify(err: hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut kind = if err.is_connect() {
-        UpstreamErrorKind::Connect
-    } else {
-        UpstreamErrorKind::Reset
-    };
-    let mut cause: Option<&(dyn StdError + 'static)> = err.source();
+fn classify(err: BoxError) -> UpstreamError {
+    let mut kind = UpstreamErrorKind::Reset;
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(&*err);
     while let Some(e) = cause {
         if let Some(body) = e.downcast_ref::<RequestBodyError>() {
             return match body {

@@ -1,6 +1,8 @@
 //! The public request path over real sockets: routing, normalization,
 //! reserved paths, request ids, header rewriting, error bodies, streaming.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -353,4 +355,65 @@ async fn no_route_table_entries_means_404_everywhere() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "no_route");
     gw.shutdown().await;
+}
+
+/// A raw backend that answers one request per connection with the given
+/// extra header, then closes the connection after `linger`.
+async fn closing_backend(
+    extra: &'static str,
+    linger: Duration,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{extra}\r\nok");
+                let _ = s.write_all(resp.as_bytes()).await;
+                tokio::time::sleep(linger).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+// Regression guard for the upstream pool: connections the backend closed
+// (idle timeout, `Connection: close`) are never reused for a request.
+#[tokio::test]
+async fn connections_closed_by_the_backend_are_not_reused() {
+    for (extra, linger) in [
+        ("x-idle: closes-after-100ms\r\n", Duration::from_millis(100)),
+        ("connection: close\r\n", Duration::from_millis(0)),
+    ] {
+        let (addr, accepted) = closing_backend(extra, linger).await;
+        let routes = format!("routes:\n  - prefix: /c\n    backend: http://{addr}\n");
+        let gw = TestGateway::start(&routes).await;
+        for i in 0..4 {
+            let r = get(gw.addr, "/c").await;
+            assert_eq!(r.status, 200, "{extra:?} request {i}: {}", r.text());
+            assert_eq!(r.text(), "ok");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            4,
+            "{extra:?}: one connection per request"
+        );
+        gw.shutdown().await;
+    }
 }
