@@ -222,5 +222,5 @@ pub fn demo(listen: SocketAddr, listen_https: SocketAddr) -> u8 {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    rt.block_on(crate::demo::run_with_https(listen, listen_https))
+    rt.block_on(crate::demo::run(listen, listen_https))
 }

@@ -4,7 +4,7 @@
 //! It serves HTTPS too, with a self-signed certificate made at start.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -28,18 +28,9 @@ pub const DEMO_BACKENDS: [(&str, u16); 3] = [
     ("orders", 18083),
 ];
 
-/// Where the demo serves HTTPS unless told otherwise.
-pub const DEFAULT_HTTPS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443);
-
-/// Runs the demo, HTTPS on [`DEFAULT_HTTPS_LISTEN`], until Ctrl-C / SIGTERM.
-/// Returns the exit code.
-pub async fn run(listen: SocketAddr) -> u8 {
-    run_with_https(listen, DEFAULT_HTTPS_LISTEN).await
-}
-
 /// Runs the demo with plain HTTP on `listen` and HTTPS on `listen_https`
 /// until Ctrl-C / SIGTERM. Returns the exit code.
-pub async fn run_with_https(listen: SocketAddr, listen_https: SocketAddr) -> u8 {
+pub async fn run(listen: SocketAddr, listen_https: SocketAddr) -> u8 {
     let routes_file = match demo_routes_file() {
         Ok(p) => p,
         Err(e) => {

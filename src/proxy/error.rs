@@ -32,8 +32,6 @@ pub enum ProxyError {
     UpstreamTimeout(std::time::Duration),
     #[error("too many requests in flight; retry later")]
     Overloaded,
-    #[error("the gateway is shutting down")]
-    Draining,
     #[error("the client closed the request before it was complete")]
     ClientClosed,
 }
@@ -56,7 +54,6 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             ProxyError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            ProxyError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
             // Nobody reads this answer; the status is for the access log.
             ProxyError::ClientClosed => (client_closed(), "client_closed"),
         }
@@ -84,7 +81,7 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         h.insert(super::request_id::X_REQUEST_ID.clone(), request_id.clone());
-        if matches!(self, ProxyError::Overloaded | ProxyError::Draining) {
+        if matches!(self, ProxyError::Overloaded) {
             h.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
@@ -138,10 +135,9 @@ mod tests {
                 "upstream_timeout",
             ),
             (ProxyError::Overloaded, 503, "overloaded"),
-            (ProxyError::Draining, 503, "draining"),
         ];
         for (err, status, code) in cases {
-            let retry = matches!(err, ProxyError::Overloaded | ProxyError::Draining);
+            let retry = matches!(err, ProxyError::Overloaded);
             let resp = err.into_response(&id);
             assert_eq!(resp.status().as_u16(), status);
             assert_eq!(resp.headers()["x-request-id"], "req-1");
