@@ -169,7 +169,8 @@ pub async fn start(
             servers.push(match https_addr.filter(|_| cfg.listen.redirect_to_https) {
                 // Plain HTTP only redirects: nothing is proxied in clear text.
                 Some(to) => {
-                    let redirect = Arc::new(HttpsRedirect::new(to.port(), &metrics));
+                    let port = cfg.listen.redirect_port.unwrap_or(to.port());
+                    let redirect = Arc::new(HttpsRedirect::new(port, &metrics));
                     tokio::spawn(server::serve(l, redirect, opts, stop_rx.clone()))
                 }
                 None => tokio::spawn(server::serve(l, gateway.clone(), opts, stop_rx.clone())),

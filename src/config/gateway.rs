@@ -40,6 +40,10 @@ pub struct Listen {
     /// Answer plain HTTP with a redirect to HTTPS instead of proxying it.
     /// Only `true` when both listeners are set.
     pub redirect_to_https: bool,
+    /// The port clients use for HTTPS, when it is not the HTTPS listener's
+    /// own (behind a Service mapping 443 to 8443, say). 443 is left out of
+    /// the redirect URL.
+    pub redirect_port: Option<u16>,
 }
 
 /// TLS for the public HTTPS listener.
@@ -155,7 +159,7 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "shutdown",
 ];
-const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_to_https"];
+const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_to_https", "redirect_port"];
 const TLS_KEYS: &[&str] = &["certificates", "handshake_timeout"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
 const OPERATOR_KEYS: &[&str] = &["listen", "allow", "token_file"];
@@ -238,6 +242,7 @@ pub fn parse_gateway_config(source: &Path, text: &str) -> Result<GatewayConfig, 
                 http: listen.http.map(|(a, _)| a),
                 https: listen.https.map(|(a, _)| a),
                 redirect_to_https: listen.redirect_to_https,
+                redirect_port: listen.redirect_port,
             },
             tls,
             operator: operator.settings,
@@ -258,6 +263,7 @@ struct ListenAt {
     /// in the address must not also produce "tls is set but https is not".
     https_at: Option<Pos>,
     redirect_to_https: bool,
+    redirect_port: Option<u16>,
 }
 
 fn listen(c: &mut Checker<'_>, top: &Map<'_>) -> Option<ListenAt> {
@@ -296,6 +302,26 @@ fn listen(c: &mut Checker<'_>, top: &Map<'_>) -> Option<ListenAt> {
             "listen.redirect_to_https needs both listen.http and listen.https (it redirects plain HTTP to the HTTPS listener)",
         );
     }
+    let redirect_port = m.get("redirect_port").and_then(|node| {
+        let port = c.count(node, "listen.redirect_port")?;
+        if !redirect_to_https {
+            c.error(
+                node.pos,
+                "listen.redirect_port only applies with redirect_to_https: true (set it, or remove redirect_port)",
+            );
+            return None;
+        }
+        match u16::try_from(port) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                c.error(
+                    node.pos,
+                    format!("listen.redirect_port must be a port from 1 to 65535, got {port}"),
+                );
+                None
+            }
+        }
+    });
     // An invalid address was reported above; keep going so the cross-field
     // checks still see the listener as "written".
     Some(ListenAt {
@@ -303,6 +329,7 @@ fn listen(c: &mut Checker<'_>, top: &Map<'_>) -> Option<ListenAt> {
         https,
         https_at: m.get("https").map(|n| n.pos),
         redirect_to_https,
+        redirect_port,
     })
 }
 

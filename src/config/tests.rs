@@ -230,7 +230,7 @@ fn gateway_errors_point_at_the_problem() {
             "listen:\n  htp: 0.0.0.0:8080\n  http: 0.0.0.0:8081\nroutes_file: r\n".into(),
             2,
             3,
-            "unknown key \"htp\" in listen; expected one of: http, https, redirect_to_https (did you mean \"http\"?)",
+            "unknown key \"htp\" in listen; expected one of: http, https, redirect_to_https, redirect_port (did you mean \"http\"?)",
         ),
         ("listen:\n  https: 0.0.0.0:8443\nroutes_file: r\n".into(), 2, 10, "listen.https needs certificates"),
         (
@@ -246,6 +246,12 @@ fn gateway_errors_point_at_the_problem() {
             "listen.redirect_to_https needs both listen.http and listen.https",
         ),
         (format!("{OK_LISTEN}  redirect_to_https: yes\nroutes_file: r\n"), 3, 22, "expected true or false, got \"yes\""),
+        (
+            format!("{OK_LISTEN}  redirect_port: 443\nroutes_file: r\n"),
+            3,
+            18,
+            "listen.redirect_port only applies with redirect_to_https: true",
+        ),
         (format!("{OK_LISTEN}  redirect_to_https: 'false'\nroutes_file: r\n"), 3, 22, "expected true or false"),
         (
             "listen:\n  http: 0.0.0.0:8080\n  https: 0.0.0.0:8080\ntls:\n  certificates: [{cert: c, key: k}]\nroutes_file: r\n".into(),

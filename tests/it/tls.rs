@@ -676,6 +676,30 @@ async fn redirect_to_https_answers_308_with_the_same_host_and_target() {
     gw.shutdown().await;
 }
 
+/// Behind a Service that maps 443 to the HTTPS listener's port, clients
+/// must be sent to the Service's port, not the pod's.
+#[tokio::test]
+async fn redirect_port_names_the_port_clients_use() {
+    let ca = TestCa::new("ca");
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = [ca
+        .leaf(&["localhost"], Key::EcdsaP256)
+        .write(dir.path(), "tls")];
+    let api = Backend::start("api").await;
+    for (port, want) in [
+        ("443", "https://example.com/x?y=1"),
+        ("9443", "https://example.com:9443/x?y=1"),
+    ] {
+        let extra = format!("  redirect_to_https: true\n  redirect_port: {port}\n");
+        let yaml = tls_yaml(&pairs, &extra, "");
+        let gw = TestGateway::start_yaml(&routes_yaml(&[("/api", &api)]), &yaml).await;
+        let r = get_with(gw.addr, "/x?y=1", &[("host", "example.com:8080")]).await;
+        assert_eq!(r.status, 308);
+        assert_eq!(r.header("location"), Some(want));
+        gw.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn https_backend_with_a_private_ca_needs_its_ca_file() {
     let private_ca = TestCa::new("private backend CA");
