@@ -134,6 +134,8 @@ pub async fn start(
     ));
     // Before any "listening" line: from then on SIGHUP must mean "reload".
     let hup = crate::lifecycle::watch::sighup();
+    // SIGHUP reloads the route file and, through this, the certificates.
+    let hup_certs = Arc::new(tokio::sync::Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let options = |kind: ListenerKind| ServerOptions {
         kind,
@@ -196,9 +198,11 @@ pub async fn start(
             stop_rx.clone(),
         )));
         // Live certificate reload, polling the files until shutdown.
-        servers.push(tokio::spawn(
-            terminator.watch(crate::tls::WATCH_INTERVAL, stop_rx.clone()),
-        ));
+        servers.push(tokio::spawn(terminator.watch(
+            crate::tls::WATCH_INTERVAL,
+            hup_certs.clone(),
+            stop_rx.clone(),
+        )));
     }
     let operator = Arc::new(Operator::new(
         &cfg.operator,
@@ -224,7 +228,12 @@ pub async fn start(
     };
 
     let (watch_stop_tx, watch_stop_rx) = watch::channel(false);
-    let watcher = tokio::spawn(crate::lifecycle::watch::run(reloader, hup, watch_stop_rx));
+    let watcher = tokio::spawn(crate::lifecycle::watch::run(
+        reloader,
+        hup,
+        hup_certs,
+        watch_stop_rx,
+    ));
 
     let done = tokio::spawn(crate::lifecycle::shutdown::sequence(
         shutdown,

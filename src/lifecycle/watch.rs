@@ -9,7 +9,7 @@
 //! re-arm), events are debounced, and the file is also polled: a reload only
 //! happens when the content hash differs from the live table's, so polling
 //! is cheap and a missed event costs at most one poll interval. `SIGHUP`
-//! triggers the same reload.
+//! triggers the same reload, and the TLS certificates' reload too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 pub async fn run(
     reloader: Arc<Reloader>,
     mut hup: Option<tokio::signal::unix::Signal>,
+    on_hup: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     let (tx, mut events) = mpsc::channel::<()>(16);
@@ -49,6 +50,8 @@ pub async fn run(
             }
             Some(()) = recv_hup(&mut hup) => {
                 tracing::info!(signal = "SIGHUP", "reload requested");
+                // Certificates reload on the same signal.
+                on_hup.notify_one();
             }
             _ = stopped(&mut stop) => return,
         }
@@ -71,12 +74,15 @@ fn watch_dir(reloader: &Reloader, tx: mpsc::Sender<()>) -> Option<notify::Recomm
         // Only events about the route file or the kubelet's `..data` swap
         // matter: other files in the directory (a log file, say) must not
         // cost a reload check on every write.
+        // Reading the file (ours included) is not a change: without this,
+        // every reload's own read would trigger the next reload.
         let relevant = res.is_ok_and(|ev| {
-            ev.paths.iter().any(|p| {
-                p.file_name().is_some_and(|f| {
-                    Some(f) == name.as_deref() || f.as_encoded_bytes().starts_with(b"..")
+            !matches!(ev.kind, notify::EventKind::Access(_))
+                && ev.paths.iter().any(|p| {
+                    p.file_name().is_some_and(|f| {
+                        Some(f) == name.as_deref() || f.as_encoded_bytes().starts_with(b"..")
+                    })
                 })
-            })
         });
         if relevant {
             // A full channel already means "something changed".

@@ -176,7 +176,14 @@ impl TlsTerminator {
 
     /// Polls the files every `every` until `stop` turns true, reloading on
     /// change. Reloads run on the blocking pool (key parsing is CPU work).
-    pub async fn watch(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
+    /// Polls the files every `every`, and at once when `now` is notified
+    /// (SIGHUP), until `stop` turns true.
+    pub async fn watch(
+        self: Arc<Self>,
+        every: Duration,
+        now: Arc<tokio::sync::Notify>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate; the files were just loaded
@@ -185,6 +192,7 @@ impl TlsTerminator {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = now.notified() => {}
                 // An error means the sender is gone, which also means "stop".
                 _ = stop.wait_for(|v| *v) => return,
             }

@@ -259,3 +259,41 @@ async fn unchanged_routes_keep_their_warm_upstream_connections_across_reloads() 
     );
     gw.shutdown().await;
 }
+
+// Regression: the watcher reacted to its own reads of the route file (inotify
+// access events), re-reading it every debounce interval forever and delaying
+// SIGHUP handling. Unchanged, the file is read about once per poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_route_file_is_read_once_per_poll_not_in_a_loop() {
+    use notify::Watcher;
+    let a = Backend::start("a").await;
+    let gw = TestGateway::start(&routes_yaml(&[("/svc", &a)])).await;
+    let opens = Arc::new(AtomicU64::new(0));
+    let counter = opens.clone();
+    let name = gw.routes_path.file_name().unwrap().to_owned();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && matches!(
+                ev.kind,
+                notify::EventKind::Access(notify::event::AccessKind::Open(_))
+            )
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
+        {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    watcher
+        .watch(gw.dir(), notify::RecursiveMode::NonRecursive)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let n = opens.load(Ordering::SeqCst);
+    assert!(
+        (1..=5).contains(&n),
+        "route file opened {n} times in 3 s (poll is 1 s)"
+    );
+    gw.shutdown().await;
+}

@@ -805,3 +805,45 @@ fn check_rejects_a_mismatched_key() {
         "{err}"
     );
 }
+
+/// SIGHUP reloads the certificates at once, not at the next poll. Three
+/// rounds, each within 250 ms of the signal, cannot all be the 1 s poll
+/// by luck.
+#[test]
+fn sighup_reloads_certificates_at_once() {
+    let ca = TestCa::new("ca");
+    let dir = tempfile::tempdir().unwrap();
+    let pair = ca
+        .leaf(&["localhost"], Key::EcdsaP256)
+        .write(dir.path(), "tls");
+    std::fs::write(dir.path().join("routes.yaml"), "routes: []\n").unwrap();
+    let cfg = dir.path().join("portico.yaml");
+    std::fs::write(
+        &cfg,
+        format!("{}routes_file: routes.yaml\n", tls_yaml(&[pair], "", "")),
+    )
+    .unwrap();
+    let mut serve = Serve::start(&cfg);
+    let _ = serve.listening("https");
+    for round in 0..3 {
+        // Let the poll see the current files first, then change them.
+        std::thread::sleep(Duration::from_millis(1100));
+        ca.leaf(&["localhost"], Key::EcdsaP256)
+            .write(dir.path(), "tls");
+        let signalled = std::time::Instant::now();
+        serve.signal("HUP");
+        serve.wait_line("certificates reloaded", |v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("TLS certificates reloaded"))
+        });
+        let took = signalled.elapsed();
+        assert!(
+            took < Duration::from_millis(250),
+            "round {round}: reloaded {took:?} after SIGHUP:\n{}",
+            serve.seen.join("\n")
+        );
+    }
+    serve.signal("TERM");
+    assert_eq!(serve.wait_exit(Duration::from_secs(10)), Some(0));
+}
