@@ -36,6 +36,24 @@ fn tls_yaml(pairs: &[(PathBuf, PathBuf)], listen_extra: &str, tls_extra: &str) -
     y
 }
 
+/// A CA and one `localhost` ECDSA pair written to a fresh directory: where
+/// most TLS tests start.
+struct Localhost {
+    ca: TestCa,
+    /// Holds the files; removed when the test ends.
+    dir: tempfile::TempDir,
+    pairs: [(PathBuf, PathBuf); 1],
+}
+
+fn localhost() -> Localhost {
+    let ca = TestCa::new("ca");
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = [ca
+        .leaf(&["localhost"], Key::EcdsaP256)
+        .write(dir.path(), "tls")];
+    Localhost { ca, dir, pairs }
+}
+
 async fn tls_gateway(
     routes: &str,
     pairs: &[(PathBuf, PathBuf)],
@@ -109,11 +127,11 @@ async fn sni_picks_the_right_certificate_of_three() {
 
 #[tokio::test]
 async fn alpn_h2_and_http1_both_proxy_with_forwarded_proto_https() {
-    let ca = TestCa::new("ca");
-    let dir = tempfile::tempdir().unwrap();
-    let pairs = [ca
-        .leaf(&["localhost"], Key::EcdsaP256)
-        .write(dir.path(), "tls")];
+    let Localhost {
+        ca,
+        dir: _dir,
+        pairs,
+    } = localhost();
     let api = Backend::start("api").await;
     let (gw, https) = tls_gateway(&routes_yaml(&[("/api", &api)]), &pairs, "").await;
 
@@ -148,11 +166,11 @@ async fn alpn_h2_and_http1_both_proxy_with_forwarded_proto_https() {
 
 #[tokio::test]
 async fn tls_1_2_and_1_3_are_served() {
-    let ca = TestCa::new("ca");
-    let dir = tempfile::tempdir().unwrap();
-    let pairs = [ca
-        .leaf(&["localhost"], Key::EcdsaP256)
-        .write(dir.path(), "tls")];
+    let Localhost {
+        ca,
+        dir: _dir,
+        pairs,
+    } = localhost();
     let (gw, https) = tls_gateway("routes: []\n", &pairs, "").await;
     for (version, want) in [
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
@@ -223,11 +241,11 @@ fn legacy_client_hello(version: u16, sni: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn tls_1_1_and_older_are_refused() {
-    let ca = TestCa::new("ca");
-    let dir = tempfile::tempdir().unwrap();
-    let pairs = [ca
-        .leaf(&["localhost"], Key::EcdsaP256)
-        .write(dir.path(), "tls")];
+    let Localhost {
+        ca: _ca,
+        dir: _dir,
+        pairs,
+    } = localhost();
     let (gw, https) = tls_gateway("routes: []\n", &pairs, "").await;
     let versions = [
         (0x0300, "SSL 3.0"),
@@ -293,11 +311,11 @@ async fn tls_1_1_and_older_are_refused() {
 
 #[tokio::test]
 async fn stalled_handshake_is_dropped_after_the_handshake_timeout() {
-    let ca = TestCa::new("ca");
-    let dir = tempfile::tempdir().unwrap();
-    let pairs = [ca
-        .leaf(&["localhost"], Key::EcdsaP256)
-        .write(dir.path(), "tls")];
+    let Localhost {
+        ca: _ca,
+        dir: _dir,
+        pairs,
+    } = localhost();
     let (gw, https) = tls_gateway("routes: []\n", &pairs, "  handshake_timeout: 300ms\n").await;
 
     let started = Instant::now();
@@ -636,11 +654,11 @@ async fn pkcs8_pkcs1_and_sec1_keys_all_serve() {
 
 #[tokio::test]
 async fn redirect_to_https_answers_308_with_the_same_host_and_target() {
-    let ca = TestCa::new("ca");
-    let dir = tempfile::tempdir().unwrap();
-    let pairs = [ca
-        .leaf(&["localhost"], Key::EcdsaP256)
-        .write(dir.path(), "tls")];
+    let Localhost {
+        ca,
+        dir: _dir,
+        pairs,
+    } = localhost();
     let api = Backend::start("api").await;
     let yaml = tls_yaml(&pairs, "  redirect_to_https: true\n", "");
     let gw = TestGateway::start_yaml(&routes_yaml(&[("/api", &api)]), &yaml).await;
@@ -680,11 +698,11 @@ async fn redirect_to_https_answers_308_with_the_same_host_and_target() {
 /// must be sent to the Service's port, not the pod's.
 #[tokio::test]
 async fn redirect_port_names_the_port_clients_use() {
-    let ca = TestCa::new("ca");
-    let dir = tempfile::tempdir().unwrap();
-    let pairs = [ca
-        .leaf(&["localhost"], Key::EcdsaP256)
-        .write(dir.path(), "tls")];
+    let Localhost {
+        ca: _ca,
+        dir: _dir,
+        pairs,
+    } = localhost();
     let api = Backend::start("api").await;
     for (port, want) in [
         ("443", "https://example.com/x?y=1"),
