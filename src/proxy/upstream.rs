@@ -218,7 +218,9 @@ impl UpstreamClient {
                 },
             }
         }
-        let mut sender = self.connect(origin).await?;
+        // Boxed: connecting is the cold path, and its large state would
+        // otherwise be part of every request future (moved per request).
+        let mut sender = Box::pin(self.connect(origin)).await?;
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 self.release(key, sender);
