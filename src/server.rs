@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -136,6 +136,7 @@ pub async fn serve<S: Service>(
             gauge: opts.connections_open.clone(),
             stop: stop.clone(),
             idle_timeout: opts.idle_timeout,
+            header_read_timeout: opts.header_read_timeout,
         };
         tokio::spawn(async move {
             task.run(tcp, conn).await;
@@ -172,7 +173,10 @@ fn http_builder(opts: &ServerOptions) -> auto::Builder<TokioExecutor> {
     let buf = (opts.max_header_bytes * 2).max(16 * 1024);
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
+        // Portico times request heads itself (see `Activity`): hyper's timer
+        // also runs while a keep-alive connection waits for its next
+        // request, which would make `idle_timeout` meaningless.
+        .header_read_timeout(None)
         .max_buf_size(buf)
         .keep_alive(true);
     b.http2()
@@ -192,6 +196,7 @@ struct Connection<S> {
     gauge: IntGauge,
     stop: watch::Receiver<bool>,
     idle_timeout: Duration,
+    header_read_timeout: Duration,
 }
 
 /// Keeps `portico_connections_open` true even if a task panics.
@@ -208,12 +213,15 @@ impl<S: Service> Connection<S> {
         self.gauge.inc();
         let _open = OpenGuard(self.gauge.clone());
         match &self.tls {
-            None => self.serve_http(tcp, conn).await,
+            None => self.serve_http(tcp, conn, false).await,
             Some(tls) => {
                 let handshake =
                     tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(tcp));
                 match handshake.await {
-                    Ok(Ok(stream)) => self.serve_http(stream, conn).await,
+                    Ok(Ok(stream)) => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        self.serve_http(stream, conn, h2).await
+                    }
                     Ok(Err(e)) => {
                         tls.errors.inc();
                         tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
@@ -227,11 +235,15 @@ impl<S: Service> Connection<S> {
         }
     }
 
-    async fn serve_http<I>(&self, io: I, conn: ConnInfo)
+    /// Serves HTTP on one connection until it ends, the listener stops, it
+    /// idles past `idle_timeout`, or (HTTP/1.1) a request head takes longer
+    /// than `header_read_timeout` to arrive. `h2` is known from ALPN on TLS;
+    /// for cleartext it is recognised from the connection preface.
+    async fn serve_http<I>(&self, io: I, conn: ConnInfo, h2: bool)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = Activity::new();
+        let activity = Activity::new(h2);
         let service = self.service.clone();
         let requests = activity.clone();
         let svc = service_fn(move |req| {
@@ -251,6 +263,10 @@ impl<S: Service> Connection<S> {
         tokio::pin!(c);
         let mut stop = self.stop.clone();
         let idle = self.idle_timeout;
+        let head = self.header_read_timeout;
+        // Checked at half the shorter timeout: a deadline is enforced within
+        // 1.5x its value, with one timer wake-up per connection per period.
+        let check = (idle.min(head) / 2).max(Duration::from_millis(25));
         loop {
             tokio::select! {
                 r = c.as_mut() => {
@@ -258,7 +274,13 @@ impl<S: Service> Connection<S> {
                     return;
                 }
                 _ = wait_true(&mut stop) => break,
-                _ = tokio::time::sleep(idle) => {
+                _ = tokio::time::sleep(check) => {
+                    if activity.head_overdue(head) {
+                        // Slowloris: no graceful close for a client that
+                        // cannot finish a request head; drop it.
+                        tracing::debug!(peer = %conn.peer, listener = conn.listener.as_str(), "request head not received in time; closing");
+                        return;
+                    }
                     if activity.idle_for() >= idle {
                         tracing::debug!(peer = %conn.peer, listener = conn.listener.as_str(), "closing idle connection");
                         break;
@@ -271,12 +293,16 @@ impl<S: Service> Connection<S> {
     }
 }
 
-/// When a connection last did anything: bytes moved or a request was being
-/// handled. Drives the idle timeout.
+/// What a connection is doing, for its timeouts: when bytes last moved
+/// (idle timeout), whether a request is being handled, and since when an
+/// HTTP/1.1 request head has been arriving (header read timeout).
 #[derive(Clone)]
 struct Activity {
     inner: Arc<ActivityInner>,
 }
+
+/// `head_since_ms` when no request head is being waited for.
+const NO_HEAD: u64 = u64::MAX;
 
 struct ActivityInner {
     origin: Instant,
@@ -284,27 +310,76 @@ struct ActivityInner {
     last_io_ms: AtomicU64,
     /// Requests whose handler has not produced a response head yet.
     active: AtomicU64,
+    /// Milliseconds since `origin` when the current request head started
+    /// (the connection's start, or the first byte after a response), or
+    /// [`NO_HEAD`]. HTTP/1.1 only.
+    head_since_ms: AtomicU64,
+    /// HTTP/2 has no per-request head to time; its streams are bounded by
+    /// the h2 layer's own limits.
+    h2: AtomicBool,
+    /// Whether the first bytes were looked at for the HTTP/2 preface.
+    sniffed: AtomicBool,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(h2: bool) -> Self {
         Activity {
             inner: Arc::new(ActivityInner {
                 origin: Instant::now(),
                 last_io_ms: AtomicU64::new(0),
                 active: AtomicU64::new(0),
+                // The first request's head is awaited from the accept on.
+                head_since_ms: AtomicU64::new(0),
+                h2: AtomicBool::new(h2),
+                sniffed: AtomicBool::new(h2),
             }),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        self.inner.origin.elapsed().as_millis() as u64
+    }
+
     fn touch(&self) {
-        let ms = self.inner.origin.elapsed().as_millis() as u64;
-        self.inner.last_io_ms.store(ms, Ordering::Relaxed);
+        self.inner
+            .last_io_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived from the client.
+    fn read(&self, data: &[u8]) {
+        self.touch();
+        let inner = &*self.inner;
+        if !inner.sniffed.swap(true, Ordering::Relaxed) && data.starts_with(b"PRI * HTTP/2.0") {
+            inner.h2.store(true, Ordering::Relaxed);
+        }
+        // Between requests, the first byte starts the next head's clock.
+        if inner.active.load(Ordering::Relaxed) == 0 {
+            let _ = inner.head_since_ms.compare_exchange(
+                NO_HEAD,
+                self.now_ms(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     fn request_started(&self) -> ActiveRequest {
         self.inner.active.fetch_add(1, Ordering::Relaxed);
+        self.inner.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
         ActiveRequest(self.inner.clone())
+    }
+
+    /// An HTTP/1.1 request head has been arriving for longer than `limit`.
+    fn head_overdue(&self, limit: Duration) -> bool {
+        let inner = &*self.inner;
+        if inner.h2.load(Ordering::Relaxed) || inner.active.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
+        match inner.head_since_ms.load(Ordering::Relaxed) {
+            NO_HEAD => false,
+            since => self.now_ms().saturating_sub(since) >= limit.as_millis() as u64,
+        }
     }
 
     /// Zero while a request is being handled.
@@ -312,8 +387,8 @@ impl Activity {
         if self.inner.active.load(Ordering::Relaxed) > 0 {
             return Duration::ZERO;
         }
-        let now = self.inner.origin.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.inner.last_io_ms.load(Ordering::Relaxed)))
+        let last = self.inner.last_io_ms.load(Ordering::Relaxed);
+        Duration::from_millis(self.now_ms().saturating_sub(last))
     }
 }
 
@@ -344,7 +419,7 @@ impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.touch();
+            this.activity.read(&buf.filled()[before..]);
         }
         r
     }

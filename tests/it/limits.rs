@@ -241,3 +241,113 @@ async fn wait_for(cond: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The header read timeout is about request heads, not about keep-alive
+/// connections waiting for their next request: those live until the idle
+/// timeout (for HTTP/1.1 and HTTP/2 alike).
+#[tokio::test]
+async fn keep_alive_connections_idle_past_the_header_timeout_until_the_idle_timeout() {
+    let b = Backend::start("b").await;
+    let gw = TestGateway::start_with(
+        &routes_yaml(&[("/b", &b)]),
+        "limits:\n  header_read_timeout: 300ms\n  idle_timeout: 1500ms\n",
+    )
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Idle for three header timeouts: still open, and still served.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Then the idle timeout closes it.
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(4)).await);
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+
+    // HTTP/2 (prior knowledge): an idle connection is not a slow head either.
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(TcpStream::connect(gw.addr).await.unwrap()),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let get = || {
+        http::Request::get(format!("http://{}/b", gw.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(h2.send_request(get()).await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        h2.send_request(get()).await.unwrap().status(),
+        200,
+        "h2 idle past the header timeout"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
+    let b = Backend::start("b").await;
+    let gw = TestGateway::start_with(
+        &routes_yaml(&[("/b", &b)]),
+        "limits:\n  header_read_timeout: 300ms\n  idle_timeout: 60s\n",
+    )
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(3)).await);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_body_is_not_a_slow_head() {
+    let b = Backend::start("b").await;
+    let gw = TestGateway::start_with(
+        &routes_yaml(&[("/b", &b)]),
+        "limits:\n  header_read_timeout: 300ms\n",
+    )
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    // Ten bytes over a second: three header timeouts.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"x").await.unwrap();
+    }
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(b.last().body_bytes, 10);
+    gw.shutdown().await;
+}
