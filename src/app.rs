@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -80,10 +79,9 @@ pub struct Running {
     pub operator_addr: Option<SocketAddr>,
     pub live: Arc<LiveRoutes>,
     pub metrics: Arc<Metrics>,
-    /// True once shutdown has begun: `/readyz` answers 503 from then on.
-    /// Lifecycle code sets it at SIGTERM, before the drain delay starts.
-    pub draining: Arc<AtomicBool>,
-    /// Readiness and the in-flight registry, shared with the shutdown sequence.
+    /// Readiness (`drain.draining` turns true at SIGTERM, and `/readyz`
+    /// answers 503 from then on) and the in-flight registry, shared by the
+    /// operator listener and the shutdown sequence.
     pub drain: Drain,
     done: JoinHandle<()>,
 }
@@ -253,7 +251,6 @@ pub async fn start(
         operator_addr,
         live,
         metrics,
-        draining,
         drain,
         done,
     })

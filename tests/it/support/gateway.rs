@@ -113,7 +113,7 @@ impl TestGateway {
             https_addr: running.https_addr,
             live: running.live.clone(),
             metrics: running.metrics.clone(),
-            draining: running.draining.clone(),
+            draining: running.drain.draining.clone(),
             dir,
             routes_path,
             stop: Some(tx),
