@@ -93,6 +93,9 @@ pub async fn run(listen: SocketAddr, listen_https: SocketAddr) -> u8 {
     let addr = running.http_addr.unwrap_or(listen);
     print_instructions(addr, &routes_file);
     print_tls_instructions(running.https_addr.unwrap_or(listen_https), &cert.cert);
+    if let Some(op) = running.operator_addr {
+        print_operator_instructions(op);
+    }
     running.wait().await;
     0
 }
@@ -137,6 +140,16 @@ fn print_tls_instructions(addr: SocketAddr, cert: &Path) {
          \x20 curl -sk https://localhost:{port}/billing                          # -k: skip verification (demo only)\n\
          \x20 openssl s_client -connect 127.0.0.1:{port} -servername localhost -alpn h2 </dev/null\n",
         cert = cert.display()
+    );
+}
+
+fn print_operator_instructions(addr: SocketAddr) {
+    let base = format!("http://{addr}");
+    println!(
+        "Operator listener on {base} (loopback only; the public listeners answer 404 here):\n\
+         \x20 curl -s {base}/readyz                    # 200 while a route table is loaded, 503 when draining\n\
+         \x20 curl -s {base}/routes                    # the live table, its generation, SHA-256 and last reload error\n\
+         \x20 curl -s {base}/metrics | grep ^portico_  # Prometheus metrics\n"
     );
 }
 
@@ -196,8 +209,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// A demo backend: answers every request with a JSON description of it.
 async fn serve_backend(listener: TcpListener, name: &'static str) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait instead of spinning.
+                tracing::warn!(backend = name, error = %e, "demo backend accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         tokio::spawn(async move {
             let svc = service_fn(move |req| describe(req, name));

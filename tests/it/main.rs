@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod demo;
 mod k8s;
 mod limits;
 mod operator;

@@ -16,7 +16,7 @@ pub fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("portico runs")
 }
 
-/// A running `portico serve` whose stdout lines are collected.
+/// A running `portico serve` (or `demo`) whose stdout lines are collected.
 pub struct Serve {
     pub child: Child,
     lines: mpsc::Receiver<String>,
@@ -25,9 +25,14 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(config: &Path) -> Serve {
+        let config = config.to_str().expect("UTF-8 config path");
+        Serve::spawn(&["serve", "--config", config])
+    }
+
+    /// Runs `portico ARGS` (a long-running command: `serve` or `demo`).
+    pub fn spawn(args: &[&str]) -> Serve {
         let mut child = bin()
-            .args(["serve", "--config"])
-            .arg(config)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
