@@ -37,7 +37,7 @@ impl Drain {
 pub struct InflightEntry {
     pub request_id: HeaderValue,
     pub method: Method,
-    pub path: String,
+    pub path: Arc<str>,
     pub started: Instant,
 }
 
@@ -115,7 +115,7 @@ mod tests {
         let entry = |p: &str| InflightEntry {
             request_id: HeaderValue::from_static("id"),
             method: Method::GET,
-            path: p.to_owned(),
+            path: Arc::from(p),
             started: Instant::now(),
         };
         let a = reg.track(entry("/a"));
@@ -124,7 +124,7 @@ mod tests {
         drop(a);
         let left = reg.snapshot();
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0].path, "/b");
+        assert_eq!(&*left[0].path, "/b");
         drop(b);
         assert!(reg.is_empty());
     }

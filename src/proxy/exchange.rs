@@ -5,6 +5,7 @@
 //! writes the log line and records the metrics.
 
 use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
 
 use http::{HeaderValue, Method, Version};
 use tokio::time::Instant;
@@ -23,8 +24,9 @@ pub struct Exchange {
     pub started: Instant,
     pub request_id: HeaderValue,
     pub method: Method,
-    /// The normalized path (or the raw one when normalization failed).
-    pub path: String,
+    /// The normalized path (or the raw one, capped, when normalization
+    /// failed). Shared with the in-flight registry, so it is stored once.
+    pub path: Arc<str>,
     pub metrics: RouteMetrics,
     /// `host:port` of the backend tried, if any.
     pub upstream: Option<std::sync::Arc<str>>,
@@ -48,7 +50,7 @@ impl Exchange {
         started: Instant,
         request_id: HeaderValue,
         method: Method,
-        path: String,
+        path: Arc<str>,
         metrics: RouteMetrics,
         peer: IpAddr,
         version: Version,
@@ -113,6 +115,26 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         self.finish(false);
     }
+}
+
+/// The path of an exchange that has none yet; shared, so not an allocation.
+pub fn no_path() -> Arc<str> {
+    static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
+}
+
+/// A client-supplied path as it goes into logs: capped, so that a hostile
+/// 64 KiB path does not become a 64 KiB log line.
+pub fn log_path(p: &str) -> Arc<str> {
+    const MAX: usize = 1024;
+    if p.len() <= MAX {
+        return Arc::from(p);
+    }
+    let mut end = MAX;
+    while !p.is_char_boundary(end) {
+        end -= 1;
+    }
+    Arc::from(format!("{}...", &p[..end]))
 }
 
 pub fn version_str(v: Version) -> &'static str {

@@ -79,7 +79,7 @@ impl Gateway {
             started,
             request_id.clone(),
             parts.method.clone(),
-            String::new(),
+            exchange::no_path(),
             self.none_metrics.clone(),
             conn.peer.ip(),
             parts.version,
@@ -111,7 +111,7 @@ impl Gateway {
         // client gets Portico's JSON 431 rather than a bare one.
         let head = headers::head_size(&parts.headers, parts.uri.path().len());
         if head > self.limits.max_header_bytes {
-            x.path = truncate_for_log(parts.uri.path());
+            x.path = exchange::log_path(parts.uri.path());
             return Err(ProxyError::HeadersTooLarge {
                 limit: self.limits.max_header_bytes,
             });
@@ -120,13 +120,13 @@ impl Gateway {
         // Normalize before anything looks at the path; from here on only the
         // normalized path is used, and it is what the backend receives.
         x.path = match path::normalize(parts.uri.path()) {
-            Ok(p) => p.into_owned(),
+            Ok(p) => Arc::from(p.as_ref()),
             Err(e) => {
-                x.path = truncate_for_log(parts.uri.path());
+                x.path = exchange::log_path(parts.uri.path());
                 return Err(ProxyError::BadPath(e));
             }
         };
-        let path = x.path.as_str();
+        let path = &*x.path;
 
         // Operator paths are never public, whatever the route table says.
         if crate::operator::is_operator_path(path) {
@@ -270,20 +270,6 @@ fn path_and_query(original: &Uri, upstream_path: &str) -> PathAndQuery {
     // original target, so this cannot fail; `/` is the safe fallback.
     PathAndQuery::from_maybe_shared(Bytes::from(s))
         .unwrap_or_else(|_| PathAndQuery::from_static("/"))
-}
-
-/// Paths in error logs are capped so a hostile 64 KiB path does not become
-/// a 64 KiB log line.
-fn truncate_for_log(p: &str) -> String {
-    const MAX: usize = 1024;
-    if p.len() <= MAX {
-        return p.to_owned();
-    }
-    let mut end = MAX;
-    while !p.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &p[..end])
 }
 
 /// `a: b: c` for an error and its sources, for log fields.

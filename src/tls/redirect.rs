@@ -12,12 +12,9 @@ use tokio::time::Instant;
 
 use crate::observability::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::proxy::body::GatewayBody;
-use crate::proxy::exchange::Exchange;
+use crate::proxy::exchange::{self, Exchange};
 use crate::proxy::request_id;
 use crate::server::{ConnInfo, Service};
-
-/// Longest path written to the access log for a redirected request.
-const MAX_LOGGED_PATH: usize = 1024;
 
 /// The redirecting service for the plain listener.
 pub struct HttpsRedirect {
@@ -73,16 +70,11 @@ impl Service for HttpsRedirect {
         // The body is never read: hyper drains or closes as needed.
         let (mut parts, _body) = req.into_parts();
         let request_id = request_id::assign(&mut parts.headers);
-        let path = parts.uri.path();
-        let mut end = path.len().min(MAX_LOGGED_PATH);
-        while !path.is_char_boundary(end) {
-            end -= 1;
-        }
         let mut x = Exchange::new(
             started,
             request_id.clone(),
             parts.method.clone(),
-            path[..end].to_owned(),
+            exchange::log_path(parts.uri.path()),
             self.metrics.clone(),
             conn.peer.ip(),
             parts.version,
