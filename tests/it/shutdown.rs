@@ -197,3 +197,141 @@ async fn sighup_reloads_and_does_not_kill() {
         .unwrap();
     assert_eq!(code, Some(0));
 }
+
+/// Reads from `s` until the peer closes it (or `limit` passes); returns
+/// everything read and whether the close was seen.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+        }
+    }
+}
+
+/// When the drain delay ends, every kind of open connection is closed
+/// politely: an idle HTTP/1.1 keep-alive connection is closed, a busy one
+/// gets `Connection: close` on its last response, and an HTTP/2 connection
+/// gets GOAWAY, so its stream in flight finishes but no new one is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_closes_idle_busy_and_http2_connections_politely() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    let b = Backend::start("slow").await;
+    let mut gw = crate::support::gateway::TestGateway::start_with(
+        &routes_yaml(&[("/slow", &b)]),
+        "shutdown:\n  drain_delay: 300ms\n  timeout: 5s\n",
+    )
+    .await;
+
+    // Idle: one request answered, then nothing.
+    let mut idle = TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /slow/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut idle, &mut first)
+        .await
+        .unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+
+    // Busy: a keep-alive request still running when the listeners close.
+    let mut busy = TcpStream::connect(gw.addr).await.unwrap();
+    busy.write_all(b"GET /slow/b?sleep_ms=1200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    // HTTP/2 (h2c) with a stream in flight.
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut h2, h2_conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let h2_req = |path: &str| {
+        http::Request::get(format!("http://x{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let in_flight = h2.send_request(h2_req("/slow/c?sleep_ms=1200"));
+    let in_flight = tokio::spawn(async move {
+        let r = in_flight.await.expect("the h2 stream in flight completes");
+        let status = r.status();
+        r.into_body().collect().await.expect("its body completes");
+        status
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.seen().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "requests did not reach the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    gw.begin_shutdown();
+
+    // The idle connection is closed once the drain delay is over, with
+    // nothing written to it.
+    let (extra, closed) = read_until_closed(&mut idle, Duration::from_secs(3)).await;
+    assert!(closed, "idle keep-alive connection was not closed");
+    assert_eq!(extra, "", "nothing is sent on an idle connection");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed before the drain delay: {:?}",
+        started.elapsed()
+    );
+
+    // HTTP/2: after GOAWAY the connection takes no new stream...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = tokio::time::timeout(Duration::from_secs(3), async {
+        match h2.ready().await {
+            Ok(()) => h2
+                .send_request(h2_req("/slow/late"))
+                .await
+                .map(|r| r.status()),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .expect("a new h2 stream is answered or refused at once");
+    assert!(
+        refused.is_err(),
+        "a new HTTP/2 stream was served after GOAWAY: {refused:?}"
+    );
+    // ...while the one in flight finishes, and the connection ends cleanly.
+    assert_eq!(in_flight.await.unwrap(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(3), h2_conn)
+        .await
+        .expect("h2 connection ends after its last stream")
+        .unwrap();
+    assert!(
+        ended.is_ok(),
+        "h2 connection ended with an error: {ended:?}"
+    );
+
+    // HTTP/1.1 busy: its response arrives whole, says Connection: close,
+    // and the connection is closed after it.
+    let (text, closed) = read_until_closed(&mut busy, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "last response lacks Connection: close:\n{text}"
+    );
+    assert!(
+        closed,
+        "busy connection was not closed after its last response"
+    );
+
+    gw.shutdown().await;
+}

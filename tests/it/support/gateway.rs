@@ -125,11 +125,16 @@ impl TestGateway {
         self.dir.path()
     }
 
-    /// Asks for a graceful shutdown and waits until it completes.
-    pub async fn shutdown(mut self) {
+    /// Starts the shutdown sequence (as SIGTERM would) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Asks for a graceful shutdown and waits until it completes.
+    pub async fn shutdown(mut self) {
+        self.begin_shutdown();
         if let Some(r) = self.running.take() {
             r.wait().await;
         }
