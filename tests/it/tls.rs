@@ -866,3 +866,72 @@ fn sighup_reloads_certificates_at_once() {
     serve.signal("TERM");
     assert_eq!(serve.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// Hostile or confused clients on the TLS port: plain HTTP, random bytes, a
+/// client that rejects the certificate, a client that hangs up mid-hello.
+/// Each is dropped without reaching a backend and counted as a handshake
+/// error; the listener keeps serving well-behaved clients throughout.
+#[tokio::test]
+async fn hostile_handshakes_are_counted_and_the_listener_keeps_serving() {
+    let Localhost {
+        ca,
+        dir: _dir,
+        pairs,
+    } = localhost();
+    let api = Backend::start("api").await;
+    let (gw, https) = tls_gateway(&routes_yaml(&[("/api", &api)]), &pairs, "").await;
+
+    async fn answer(https: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
+        let mut tcp = TcpStream::connect(https).await.unwrap();
+        tcp.write_all(bytes).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out))
+            .await
+            .expect("the gateway closes the connection");
+        out
+    }
+    let good = |ca: &TestCa| {
+        let config = ca.client(&["http/1.1"]);
+        async move {
+            let s = certs::connect(https, "localhost", config).await.unwrap();
+            Sender::over(s).await.get("localhost", "/api/ok").await
+        }
+    };
+
+    // Plain HTTP on the TLS port: no HTTP answer, at most a TLS alert.
+    let plain = answer(https, b"GET /api/x HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(
+        !String::from_utf8_lossy(&plain).contains("HTTP/1.1"),
+        "plain HTTP was answered in clear: {plain:?}"
+    );
+    wait_counter(|| gw.metrics.tls_handshake_errors.get(), 1).await;
+    assert_eq!(good(&ca).await.status, 200);
+
+    // Random bytes that are not a TLS record.
+    let noise: Vec<u8> = (0..512u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    answer(https, &noise).await;
+    wait_counter(|| gw.metrics.tls_handshake_errors.get(), 2).await;
+
+    // A client that does not trust the certificate aborts the handshake.
+    let stranger = TestCa::new("someone else");
+    let refused = certs::connect(https, "localhost", stranger.client(&["http/1.1"])).await;
+    assert!(refused.is_err(), "a client of another CA must not connect");
+    wait_counter(|| gw.metrics.tls_handshake_errors.get(), 3).await;
+
+    // Half a ClientHello, then the client hangs up.
+    let hello = legacy_client_hello(0x0303, "localhost");
+    let mut tcp = TcpStream::connect(https).await.unwrap();
+    tcp.write_all(&hello[..hello.len() / 2]).await.unwrap();
+    drop(tcp);
+    wait_counter(|| gw.metrics.tls_handshake_errors.get(), 4).await;
+
+    assert_eq!(good(&ca).await.status, 200);
+    assert_eq!(
+        api.seen().len(),
+        2,
+        "only the well-behaved requests reached the backend"
+    );
+    gw.shutdown().await;
+}
