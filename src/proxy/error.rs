@@ -18,6 +18,8 @@ const RETRY_AFTER_SECS: &str = "1";
 pub enum ProxyError {
     #[error("invalid request path: {0}")]
     BadPath(#[from] PathError),
+    #[error("ambiguous request: {0}")]
+    BadHead(#[from] super::headers::HeadError),
     #[error("no route matches this path")]
     NoRoute,
     #[error("no route table is loaded yet")]
@@ -42,6 +44,7 @@ impl ProxyError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ProxyError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ProxyError::BadHead(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             ProxyError::NotReady => (StatusCode::NOT_FOUND, "no_route"),
             ProxyError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Version, request};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -45,6 +46,41 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// A request head whose meaning is ambiguous: two parties (Portico and a
+/// backend, or a cache in between) could read it differently, which is how
+/// request smuggling and host confusion start. Refused with 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("HTTP/1.1 request without a Host header")]
+    MissingHost,
+    #[error("the Host header differs from the authority of the request target")]
+    HostMismatch,
+}
+
+/// RFC 9112 §3.2 (Host), §3.2.2 and RFC 9113 §8.3.1 (a target authority
+/// and a Host that disagree). Ambiguous message length is hyper's to judge
+/// before a request gets here: with both Transfer-Encoding and
+/// Content-Length it frames by chunked, drops Content-Length and closes the
+/// connection after the response (RFC 9112 §6.3).
+pub fn check_head(parts: &request::Parts) -> Result<(), HeadError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HeadError::DuplicateHost);
+    }
+    match (host, parts.uri.authority()) {
+        (None, None) if parts.version == Version::HTTP_11 => return Err(HeadError::MissingHost),
+        // HTTP/2's `:authority`, or an HTTP/1.1 absolute-form target.
+        (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => {
+            return Err(HeadError::HostMismatch);
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Everything about the client connection the upstream should learn.

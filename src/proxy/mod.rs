@@ -117,6 +117,11 @@ impl Gateway {
             });
         }
 
+        if let Err(e) = headers::check_head(&parts) {
+            x.path = exchange::log_path(parts.uri.path());
+            return Err(ProxyError::BadHead(e));
+        }
+
         // Normalize before anything looks at the path; from here on only the
         // normalized path is used, and it is what the backend receives.
         x.path = match path::normalize(parts.uri.path()) {

@@ -351,3 +351,95 @@ async fn a_slow_body_is_not_a_slow_head() {
     assert_eq!(b.last().body_bytes, 10);
     gw.shutdown().await;
 }
+
+/// Heads that a backend (or a cache in front of it) could read differently
+/// from Portico: request smuggling and host confusion start there. Each is
+/// a JSON 400 with the request id, and none reaches a backend.
+#[tokio::test]
+async fn ambiguous_request_heads_are_400_and_never_forwarded() {
+    let b = Backend::start("b").await;
+    let gw = TestGateway::start(&routes_yaml(&[("/b", &b)])).await;
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "more than one Host",
+            b"GET /b HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "HTTP/1.1 without Host",
+            b"GET /b HTTP/1.1\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "absolute-form target disagreeing with Host",
+            b"GET http://a.example/b HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        ),
+    ];
+    for (what, head) in cases {
+        let answer = raw(gw.addr, head).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"));
+        assert_eq!(v["error"], "bad_request", "{what}");
+        assert!(v["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+
+    // Transfer-Encoding with Content-Length: framed by chunked, the length
+    // dropped, and the connection closed after the answer, so a request
+    // smuggled behind the body is never read.
+    let smuggle = raw(
+        gw.addr,
+        b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /b/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(smuggle.matches("HTTP/1.1 ").count(), 1, "{smuggle}");
+    let seen = b.seen();
+    assert_eq!(
+        seen.len(),
+        1,
+        "{:?}",
+        seen.iter().map(|s| &s.target).collect::<Vec<_>>()
+    );
+    assert_eq!(seen[0].body_bytes, 5, "the chunked framing won");
+    assert!(seen[0].headers.get("content-length").is_none());
+    let before_h2 = seen.len();
+
+    // HTTP/2: a Host header that names another site than :authority.
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = |host: &str| {
+        http::Request::get("http://a.example/b")
+            .header("host", host)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let mismatch = h2.send_request(req("b.example")).await.unwrap();
+    assert_eq!(mismatch.status(), 400);
+    assert_eq!(
+        b.seen().len(),
+        before_h2,
+        "an ambiguous request reached the backend"
+    );
+
+    // The unambiguous spellings still pass: HTTP/2 with a matching Host
+    // (any case), HTTP/1.0 without Host, absolute form with the same host.
+    assert_eq!(
+        h2.send_request(req("A.example")).await.unwrap().status(),
+        200
+    );
+    let http10 = raw(gw.addr, b"GET /b HTTP/1.0\r\n\r\n").await;
+    assert!(http10.starts_with("HTTP/1.0 200"), "{http10}");
+    let absolute = raw(
+        gw.addr,
+        b"GET http://a.example/b HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(absolute.starts_with("HTTP/1.1 200"), "{absolute}");
+    assert_eq!(b.seen().len(), before_h2 + 3);
+    gw.shutdown().await;
+}
