@@ -100,6 +100,12 @@ async fn one_gib_upload_and_download_stream_with_flat_memory() {
     let after_download = rss_bytes();
 
     let growth = after_upload.max(after_download).saturating_sub(baseline);
+    eprintln!(
+        "1 GiB up and 1 GiB down: RSS {} MiB before, {} MiB at most after (limit +{} MiB)",
+        baseline >> 20,
+        after_upload.max(after_download) >> 20,
+        MAX_RSS_GROWTH >> 20
+    );
     assert!(
         growth < MAX_RSS_GROWTH,
         "RSS grew by {} MiB streaming 1 GiB each way (baseline {} MiB)",
