@@ -16,35 +16,7 @@ THREADS=${THREADS:-2}
 [ -x "$BIN" ] || { echo "no portico binary at $BIN (cargo build --release)" >&2; exit 2; }
 command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk" >&2; exit 2; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$work/backend.pid" ] && kill "$(cat "$work/backend.pid")" 2>/dev/null || true
-    [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
-    sleep 0.3
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BACKEND=$(free_port); NGINX=$(free_port); PORTICO=$(free_port); OPERATOR=$(free_port)
-
-# The backend: nginx answering a small fixed body, one worker pinned to its job.
-cat > "$work/backend.conf" <<CONF
-worker_processes 1;
-pid $work/backend.pid;
-error_log $work/backend-error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$BACKEND;
-        location / { return 200 '{"ok":true,"service":"bench"}\n'; }
-    }
-}
-CONF
+. loadtest/common.sh
 
 # nginx as the reference proxy: keep-alive upstream, access log on (as Portico).
 cat > "$work/proxy.conf" <<CONF
@@ -53,8 +25,7 @@ pid $work/proxy.pid;
 error_log $work/proxy-error.log;
 events { worker_connections 4096; }
 http {
-    log_format json escape=json '{"ts":"\$time_iso8601","request_id":"\$request_id","method":"\$request_method","path":"\$uri","status":\$status,"duration":\$request_time,"upstream":"\$upstream_addr","client_ip":"\$remote_addr","bytes_out":\$bytes_sent,"user_agent":"\$http_user_agent"}';
-    access_log $work/nginx-access.log json buffer=64k flush=1s;
+    $NGINX_ACCESS_LOG
     keepalive_requests 1000000;
     upstream bench { server 127.0.0.1:$BACKEND; keepalive 128; }
     server {
@@ -85,7 +56,7 @@ shutdown:
   drain_delay: 0s
 CONF
 
-nginx -c "$work/backend.conf" -p "$work"
+start_backend
 nginx -c "$work/proxy.conf" -p "$work"
 PORTICO_WORKERS=${PORTICO_WORKERS:-1}
 TOKIO_WORKER_THREADS=$PORTICO_WORKERS "$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
@@ -97,9 +68,6 @@ for _ in $(seq 50); do
 done
 NGINX_WORKER=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
 
-# CPU ticks (user+system) of a process and its threads.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 
 # bench NAME URL PID → prints "rps p50 p99 cpu_us_per_req"
 bench() {

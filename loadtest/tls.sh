@@ -41,52 +41,22 @@ for c in nginx wrk openssl curl python3; do
     command -v "$c" >/dev/null || { echo "needs $c (apt-get install -y nginx wrk)" >&2; exit 2; }
 done
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
-    [ -f "$work/backend.pid" ] && kill "$(cat "$work/backend.pid")" 2>/dev/null || true
-    [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
-    for _ in $(seq 30); do   # nginx masters remove their pid files on exit
-        [ -f "$work/backend.pid" ] || [ -f "$work/proxy.pid" ] || break; sleep 0.1
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BACKEND=$(free_port); NGINX=$(free_port); PORTICO=$(free_port); OPERATOR=$(free_port)
+. loadtest/common.sh
 
 # Throwaway certificate: self-signed ECDSA P-256 for localhost and 127.0.0.1.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
     -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 
-cat > "$work/backend.conf" <<CONF
-worker_processes 1;
-pid $work/backend.pid;
-error_log $work/backend-error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$BACKEND;
-        location / { return 200 '{"ok":true,"service":"bench"}\n'; }
-    }
-}
-CONF
-
 # nginx terminating TLS: no session cache, no tickets (every new connection is
-# a full handshake), keep-alive upstream, JSON access log as in run.sh.
+# a full handshake), keep-alive upstream, JSON access log (common.sh).
 cat > "$work/proxy.conf" <<CONF
 worker_processes 1;
 pid $work/proxy.pid;
 error_log $work/proxy-error.log;
 events { worker_connections 4096; }
 http {
-    log_format json escape=json '{"ts":"\$time_iso8601","request_id":"\$request_id","method":"\$request_method","path":"\$uri","status":\$status,"duration":\$request_time,"upstream":"\$upstream_addr","client_ip":"\$remote_addr","bytes_out":\$bytes_sent,"user_agent":"\$http_user_agent"}';
-    access_log $work/nginx-access.log json buffer=64k flush=1s;
+    $NGINX_ACCESS_LOG
     keepalive_requests 1000000;
     upstream bench { server 127.0.0.1:$BACKEND; keepalive 128; }
     server {
@@ -150,7 +120,7 @@ C
     WRK_ENV=(env "LD_PRELOAD=$work/noresume.so")
 fi
 
-nginx -c "$work/backend.conf" -p "$work" -e "$work/backend-error.log"
+start_backend
 nginx -c "$work/proxy.conf" -p "$work" -e "$work/proxy-error.log"
 TOKIO_WORKER_THREADS=$PORTICO_WORKERS "$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
 pids+=($!)
@@ -176,8 +146,6 @@ resumes() {
     echo "${out# }"
 }
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 
 # bench NAME URL PID CONNS [wrk args...] → "rps cpu_us_per_req non2xx [socket errors]"
 bench() {

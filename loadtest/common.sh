@@ -1,0 +1,49 @@
+# Shared by the load tests (sourced, not run): a work directory removed on
+# exit together with every process started for the run, free loopback
+# ports, the nginx backend both tests put behind the proxies, the access-log
+# format nginx gets (so it logs as much as Portico does), and CPU ticks.
+
+work=$(mktemp -d)
+# Processes to stop on exit (Portico); nginx masters are found by pid file.
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+    [ -f "$work/backend.pid" ] && kill "$(cat "$work/backend.pid")" 2>/dev/null || true
+    [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
+    for _ in $(seq 30); do   # nginx masters remove their pid files on exit
+        [ -f "$work/backend.pid" ] || [ -f "$work/proxy.pid" ] || break; sleep 0.1
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BACKEND=$(free_port); NGINX=$(free_port); PORTICO=$(free_port); OPERATOR=$(free_port)
+
+# The backend: nginx answering a small fixed body, one worker, no logging.
+start_backend() {
+    cat > "$work/backend.conf" <<CONF
+worker_processes 1;
+pid $work/backend.pid;
+error_log $work/backend-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$BACKEND;
+        location / { return 200 '{"ok":true,"service":"bench"}\n'; }
+    }
+}
+CONF
+    nginx -c "$work/backend.conf" -p "$work" -e "$work/backend-error.log"
+}
+
+# nginx's access log for the proxy under test: the fields of Portico's line,
+# buffered as a production nginx would be.
+NGINX_ACCESS_LOG="log_format json escape=json '{\"ts\":\"\$time_iso8601\",\"request_id\":\"\$request_id\",\"method\":\"\$request_method\",\"path\":\"\$uri\",\"status\":\$status,\"duration\":\$request_time,\"upstream\":\"\$upstream_addr\",\"client_ip\":\"\$remote_addr\",\"bytes_out\":\$bytes_sent,\"user_agent\":\"\$http_user_agent\"}';
+    access_log $work/nginx-access.log json buffer=64k flush=1s;"
+
+# CPU ticks (user+system) of a process and its threads.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
