@@ -146,7 +146,7 @@ fn print_tls_instructions(addr: SocketAddr, cert: &Path) {
 fn print_operator_instructions(addr: SocketAddr) {
     let base = format!("http://{addr}");
     println!(
-        "Operator listener on {base} (loopback only; the public listeners answer 404 here):\n\
+        "Operator listener on {base} (loopback only; on the public port these paths answer 404):\n\
          \x20 curl -s {base}/readyz                    # 200 while a route table is loaded, 503 when draining\n\
          \x20 curl -s {base}/routes                    # the live table, its generation, SHA-256 and last reload error\n\
          \x20 curl -s {base}/metrics | grep ^portico_  # Prometheus metrics\n"

@@ -171,6 +171,36 @@ mod tests {
     }
 
     #[test]
+    fn ambiguous_heads_are_named() {
+        let head = |version: Version, target: &str, hosts: &[&str]| {
+            let mut b = http::Request::builder().version(version).uri(target);
+            for h in hosts {
+                b = b.header(header::HOST, *h);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        use HeadError::*;
+        let v11 = Version::HTTP_11;
+        let cases = [
+            (head(v11, "/a", &["x"]), Ok(())),
+            (head(v11, "/a", &["x", "x"]), Err(DuplicateHost)),
+            (head(v11, "/a", &[]), Err(MissingHost)),
+            (head(Version::HTTP_10, "/a", &[]), Ok(())),
+            (head(v11, "http://x/a", &[]), Ok(())),
+            (head(v11, "http://x:8080/a", &["X:8080"]), Ok(())),
+            (head(v11, "http://x/a", &["y"]), Err(HostMismatch)),
+            (head(Version::HTTP_2, "http://x/a", &[]), Ok(())),
+            (
+                head(Version::HTTP_2, "http://x/a", &["x:443"]),
+                Err(HostMismatch),
+            ),
+        ];
+        for (i, (parts, want)) in cases.into_iter().enumerate() {
+            assert_eq!(check_head(&parts), want, "case {i}: {parts:?}");
+        }
+    }
+
+    #[test]
     fn appends_forwarded_for_and_overwrites_proto_and_host() {
         let host = HeaderValue::from_static("api.example.com");
         let mut h = map(&[
