@@ -18,6 +18,7 @@ pub fn serve(config_path: &Path) -> u8 {
         Err(errors) => return report(&errors),
     };
     let _guard = logging::init(cfg.log_level.as_deref());
+    crate::lifecycle::fd_limit::raise_and_report(&cfg);
     // Certificates are checked before any port is bound, like the config.
     if let Some(tls) = &cfg.tls
         && let Err(e) = crate::tls::TlsTerminator::load(tls)

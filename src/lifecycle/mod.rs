@@ -1,7 +1,9 @@
-//! Lifecycle: loading the route table (at start, on file change, on SIGHUP)
-//! and shutting down without dropping accepted requests.
+//! Lifecycle: loading the route table (at start, on file change, on SIGHUP),
+//! the process's open-file limit, and shutting down without dropping
+//! accepted requests.
 
 pub mod drain;
+pub mod fd_limit;
 pub mod reload;
 pub mod shutdown;
 pub mod signals;

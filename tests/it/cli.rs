@@ -1,6 +1,9 @@
-//! The real binary: `check`, `routes`, exit codes.
+//! The real binary: `check`, `routes`, exit codes, and what `serve` does
+//! to the process before it listens.
 
-use crate::support::binary::run;
+use std::time::Duration;
+
+use crate::support::binary::{Serve, run};
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -169,4 +172,91 @@ fn shipped_example_config_passes_check() {
         text.contains("route:   /orders") && text.contains("upstream path: /42"),
         "{text}"
     );
+}
+
+/// `portico serve` under resource limits set as a service manager would.
+fn serve_with_nofile(config: &std::path::Path, soft: u64, hard: u64) -> Serve {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = crate::support::binary::bin();
+    cmd.arg("serve").arg("--config").arg(config);
+    // SAFETY: only setrlimit, which is async-signal-safe, runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Serve::spawn_command(cmd)
+}
+
+/// The soft open-file limit of a running process, from /proc.
+fn soft_nofile(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// A low soft open-file limit (1024 is a common default) would make accept
+/// fail with EMFILE long before `limits.max_connections`: serve raises it to
+/// the hard limit, and when even that is too low it warns and keeps serving.
+#[tokio::test]
+async fn serve_raises_the_open_file_limit_and_warns_when_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "routes.yaml", "routes: []\n");
+    let config = write(
+        dir.path(),
+        "portico.yaml",
+        "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: routes.yaml\n\
+         limits:\n  max_connections: 1000\n  max_inflight: 100\nshutdown:\n  drain_delay: 0s\n",
+    );
+    let needed = 1000 + 100 + 64;
+
+    // Soft 256 under a hard 4096: raised to 4096, which is enough.
+    let mut gw = serve_with_nofile(&config, 256, 4096);
+    let line = gw.wait_line("open-file limit", |v| {
+        v["msg"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("open-file limit"))
+    });
+    assert_eq!(line["level"], "info", "{line}");
+    assert_eq!(
+        (line["before"].as_u64(), line["now"].as_u64()),
+        (Some(256), Some(4096))
+    );
+    assert_eq!(line["needed"].as_u64(), Some(needed));
+    gw.listening("http");
+    assert_eq!(soft_nofile(gw.child.id()), 4096, "the limit really changed");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+
+    // Hard 512: nothing to raise to; a warning that names the fix, and the
+    // gateway still serves.
+    let mut gw = serve_with_nofile(&config, 512, 512);
+    let line = gw.wait_line("open-file warning", |v| {
+        v["msg"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("open-file limit"))
+    });
+    assert_eq!(line["level"], "warn", "{line}");
+    assert_eq!(
+        (line["now"].as_u64(), line["needed"].as_u64()),
+        (Some(512), Some(needed))
+    );
+    assert!(
+        line["msg"].as_str().unwrap().contains("LimitNOFILE"),
+        "{line}"
+    );
+    let http = gw.listening("http");
+    assert_eq!(crate::support::client::get(http, "/x").await.status, 404);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
 }

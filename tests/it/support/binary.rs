@@ -31,8 +31,14 @@ impl Serve {
 
     /// Runs `portico ARGS` (a long-running command: `serve` or `demo`).
     pub fn spawn(args: &[&str]) -> Serve {
-        let mut child = bin()
-            .args(args)
+        let mut cmd = bin();
+        cmd.args(args);
+        Serve::spawn_command(cmd)
+    }
+
+    /// Runs a prepared `portico` command (e.g. with resource limits set).
+    pub fn spawn_command(mut cmd: Command) -> Serve {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
