@@ -15,7 +15,7 @@ use crate::lifecycle::drain::Drain;
 use crate::lifecycle::reload::{ReloadOutcome, Reloader};
 use crate::observability::metrics::Metrics;
 use crate::operator::{Operator, OperatorState};
-use crate::proxy::upstream::{UpstreamClients, UpstreamSetupError};
+use crate::proxy::upstream::{PoolTimeouts, UpstreamClients, UpstreamSetupError};
 use crate::proxy::{Gateway, RequestLimits};
 use crate::routing::live::LiveRoutes;
 use crate::server::{self, ListenerKind, ServerOptions, TlsSetup};
@@ -101,7 +101,10 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
-    let clients = Arc::new(UpstreamClients::new(cfg.limits.upstream_connect_timeout)?);
+    let clients = Arc::new(UpstreamClients::new(PoolTimeouts {
+        connect: cfg.limits.upstream_connect_timeout,
+        idle: cfg.limits.upstream_idle_timeout,
+    })?);
     let live = Arc::new(LiveRoutes::new());
     let drain = Drain::new();
     // The operator's readiness reads the same flag the shutdown sequence sets.

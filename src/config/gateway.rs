@@ -97,6 +97,10 @@ pub struct Limits {
     /// Time allowed for a backend's response head when the route sets no
     /// `timeout` (504 after).
     pub upstream_timeout: Duration,
+    /// Pooled upstream connections idle this long are closed. Shorter than
+    /// the backends' own keep-alive timeout, so Portico closes first and never
+    /// sends on a connection the backend is closing.
+    pub upstream_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -109,6 +113,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_inflight: 5_000,
             upstream_connect_timeout: Duration::from_secs(5),
+            upstream_idle_timeout: Duration::from_secs(50),
             upstream_timeout: Duration::from_secs(30),
         }
     }
@@ -172,6 +177,7 @@ const LIMITS_KEYS: &[&str] = &[
     "max_inflight",
     "upstream_connect_timeout",
     "upstream_timeout",
+    "upstream_idle_timeout",
 ];
 const SHUTDOWN_KEYS: &[&str] = &["drain_delay", "timeout"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
@@ -531,6 +537,11 @@ fn limits(c: &mut Checker<'_>, top: &Map<'_>) -> Limits {
         &mut limits.upstream_connect_timeout,
     );
     duration(c, "upstream_timeout", &mut limits.upstream_timeout);
+    duration(
+        c,
+        "upstream_idle_timeout",
+        &mut limits.upstream_idle_timeout,
+    );
     if let Some(n) = m.get("max_header_size")
         && let Some(bytes) = c.size(n, "limits.max_header_size")
     {

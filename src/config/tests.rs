@@ -95,6 +95,7 @@ limits:
   max_inflight: 50
   upstream_connect_timeout: 250ms
   upstream_timeout: 1m
+  upstream_idle_timeout: 20s
 shutdown:
   drain_delay: 0s
   timeout: 1h
@@ -140,6 +141,7 @@ shutdown:
     assert_eq!(l.max_inflight, 50);
     assert_eq!(l.upstream_connect_timeout, Duration::from_millis(250));
     assert_eq!(l.upstream_timeout, Duration::from_secs(60));
+    assert_eq!(l.upstream_idle_timeout, Duration::from_secs(20));
     assert_eq!(cfg.shutdown.drain_delay, Duration::ZERO);
     assert_eq!(cfg.shutdown.timeout, Duration::from_secs(3600));
 }
@@ -166,6 +168,7 @@ fn minimal_gateway_config_gets_defaults() {
     assert_eq!(l.max_inflight, 5_000);
     assert_eq!(l.upstream_connect_timeout, Duration::from_secs(5));
     assert_eq!(l.upstream_timeout, Duration::from_secs(30));
+    assert_eq!(l.upstream_idle_timeout, Duration::from_secs(50));
     assert_eq!(cfg.shutdown.drain_delay, Duration::from_secs(5));
     assert_eq!(cfg.shutdown.timeout, Duration::from_secs(25));
 }

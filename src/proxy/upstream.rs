@@ -26,11 +26,10 @@ use crate::observability::metrics::UpstreamErrorKind;
 
 use super::body::{RequestBody, RequestBodyError};
 
-/// Idle upstream connections are closed after this long; shorter than the
-/// usual 60–120 s backend keep-alive so Portico closes first and never sends
-/// on a connection the backend is closing.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 const POOL_MAX_IDLE_PER_HOST: usize = 1024;
+/// The sweeper runs at least this often, so an idle connection outlives
+/// `limits.upstream_idle_timeout` by at most this much.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -80,9 +79,20 @@ type Sender = hyper::client::conn::http1::SendRequest<RequestBody>;
 /// `(https?, host:port)`: which connections can carry a request.
 type PoolKey = (bool, Authority);
 
+/// How long connections wait: to be opened, and idle in the pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolTimeouts {
+    /// `limits.upstream_connect_timeout`: 502 after.
+    pub connect: Duration,
+    /// `limits.upstream_idle_timeout`: idle connections are closed after it,
+    /// before the backend's own keep-alive timeout closes them under a request.
+    pub idle: Duration,
+}
+
 struct Pool {
     connector: HttpsConnector<HttpConnector>,
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    idle_timeout: Duration,
 }
 
 struct Idle {
@@ -106,12 +116,48 @@ impl Pool {
                 list.swap_remove(i);
             } else if entry.sender.is_ready() {
                 let entry = list.swap_remove(i);
-                if entry.since.elapsed() <= POOL_IDLE_TIMEOUT {
+                if entry.since.elapsed() <= self.idle_timeout {
                     return Some(entry.sender);
                 }
             }
         }
         None
+    }
+
+    /// Drops closed connections and those idle past the timeout; dropping
+    /// the last sender of a connection makes its driver task close it. Keys
+    /// left without connections go too, so backends removed from the route
+    /// file leave nothing behind.
+    fn sweep(&self) {
+        let mut idle = self.idle.lock();
+        idle.retain(|_, list| {
+            list.retain(|e| {
+                !e.sender.is_closed()
+                    && (!e.sender.is_ready() || e.since.elapsed() <= self.idle_timeout)
+            });
+            !list.is_empty()
+        });
+    }
+
+    /// Sweeps while the pool exists; ends when the last client is dropped.
+    fn spawn_sweeper(pool: &Arc<Pool>) {
+        // Outside a runtime (`portico check`, benches) nothing is pooled.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let every = (pool.idle_timeout / 2).clamp(Duration::from_millis(10), MAX_SWEEP_INTERVAL);
+        let pool = Arc::downgrade(pool);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match pool.upgrade() {
+                    Some(p) => p.sweep(),
+                    None => return,
+                }
+            }
+        });
     }
 
     fn put(&self, key: PoolKey, sender: Sender) {
@@ -128,17 +174,14 @@ impl Pool {
 
 impl UpstreamClient {
     /// A client trusting the webpki roots (public CAs).
-    pub fn new(connect_timeout: Duration) -> Result<Self, UpstreamSetupError> {
+    pub fn new(timeouts: PoolTimeouts) -> Result<Self, UpstreamSetupError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        Self::with_roots(connect_timeout, roots)
+        Self::with_roots(timeouts, roots)
     }
 
     /// A client trusting only the CAs in a PEM file (private CAs).
-    pub fn with_ca_file(
-        connect_timeout: Duration,
-        path: &Path,
-    ) -> Result<Self, UpstreamSetupError> {
+    pub fn with_ca_file(timeouts: PoolTimeouts, path: &Path) -> Result<Self, UpstreamSetupError> {
         let pem = std::fs::read(path).map_err(|source| UpstreamSetupError::CaRead {
             path: path.to_owned(),
             source,
@@ -153,11 +196,11 @@ impl UpstreamClient {
                 path: path.to_owned(),
             });
         }
-        Self::with_roots(connect_timeout, roots)
+        Self::with_roots(timeouts, roots)
     }
 
     fn with_roots(
-        connect_timeout: Duration,
+        timeouts: PoolTimeouts,
         roots: rustls::RootCertStore,
     ) -> Result<Self, UpstreamSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -168,18 +211,19 @@ impl UpstreamClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
+        http.set_connect_timeout(Some(timeouts.connect));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        Ok(UpstreamClient {
-            pool: Arc::new(Pool {
-                connector,
-                idle: Mutex::new(HashMap::new()),
-            }),
-        })
+        let pool = Arc::new(Pool {
+            connector,
+            idle: Mutex::new(HashMap::new()),
+            idle_timeout: timeouts.idle,
+        });
+        Pool::spawn_sweeper(&pool);
+        Ok(UpstreamClient { pool })
     }
 
     /// Sends one request (absolute-form URI) and waits for the response head.
@@ -351,17 +395,17 @@ impl Upstream {
 /// The clients shared by all route tables: one for public CAs, one per
 /// private CA file. Kept across reloads so that routes keep warm pools.
 pub struct UpstreamClients {
-    connect_timeout: Duration,
+    timeouts: PoolTimeouts,
     default: UpstreamClient,
     /// Keyed by CA file and its contents, so a changed CA file gets a new client.
     by_ca: Mutex<HashMap<(PathBuf, Vec<u8>), UpstreamClient>>,
 }
 
 impl UpstreamClients {
-    pub fn new(connect_timeout: Duration) -> Result<Self, UpstreamSetupError> {
+    pub fn new(timeouts: PoolTimeouts) -> Result<Self, UpstreamSetupError> {
         Ok(UpstreamClients {
-            connect_timeout,
-            default: UpstreamClient::new(connect_timeout)?,
+            timeouts,
+            default: UpstreamClient::new(timeouts)?,
             by_ca: Mutex::new(HashMap::new()),
         })
     }
@@ -379,7 +423,7 @@ impl UpstreamClients {
         if let Some(c) = self.by_ca.lock().get(&key) {
             return Ok(c.clone());
         }
-        let client = UpstreamClient::with_ca_file(self.connect_timeout, path)?;
+        let client = UpstreamClient::with_ca_file(self.timeouts, path)?;
         self.by_ca.lock().insert(key, client.clone());
         Ok(client)
     }

@@ -417,3 +417,42 @@ async fn connections_closed_by_the_backend_are_not_reused() {
         gw.shutdown().await;
     }
 }
+
+/// Pooled upstream connections idle past `limits.upstream_idle_timeout` are
+/// closed by Portico itself (before a backend's own keep-alive timeout can
+/// close one under a request); the next request opens a fresh one.
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    let a = Backend::start("a").await;
+    let gw = TestGateway::start_with(
+        &routes_yaml(&[("/a", &a)]),
+        "limits:\n  upstream_idle_timeout: 400ms\n",
+    )
+    .await;
+    assert_eq!(get(gw.addr, "/a").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(gw.addr, "/a").await.status, 200);
+    assert_eq!(a.connections(), 1, "reused within the idle timeout");
+    assert_eq!(a.open_connections(), 1);
+
+    let idle_since = std::time::Instant::now();
+    while a.open_connections() > 0 {
+        assert!(
+            idle_since.elapsed() < Duration::from_secs(3),
+            "the idle upstream connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(300),
+        "closed while still within the idle timeout: {:?}",
+        idle_since.elapsed()
+    );
+    assert_eq!(get(gw.addr, "/a").await.status, 200);
+    assert_eq!(
+        a.connections(),
+        2,
+        "a fresh connection replaces the closed one"
+    );
+    gw.shutdown().await;
+}

@@ -35,6 +35,8 @@ pub struct Backend {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// TCP connections accepted so far (to see pooling at work).
     accepted: Arc<std::sync::atomic::AtomicUsize>,
+    /// TCP connections open right now (to see idle ones closed).
+    open: Arc<std::sync::atomic::AtomicUsize>,
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -46,18 +48,23 @@ impl Backend {
         let log = seen.clone();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = accepted.clone();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open_now = open.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open_now.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let log = log.clone();
+                let open_now = open_now.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| answer(req, name, log.clone()));
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tcp), svc)
                         .await;
+                    open_now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
         });
@@ -66,6 +73,7 @@ impl Backend {
             addr,
             seen,
             accepted,
+            open,
             task: Arc::new(task),
         }
     }
@@ -83,6 +91,11 @@ impl Backend {
     /// TCP connections the backend has accepted.
     pub fn connections(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// TCP connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn last(&self) -> Seen {
