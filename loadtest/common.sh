@@ -47,3 +47,33 @@ NGINX_ACCESS_LOG="log_format json escape=json '{\"ts\":\"\$time_iso8601\",\"requ
 # CPU ticks (user+system) of a process and its threads.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
+
+# nginx as the proxy under test: one worker, keep-alive upstream to the
+# backend, the access log above. $1: the listen line and any server-level
+# directives; $2: more locations; $3: more proxy_set_header lines.
+start_nginx_proxy() {
+    cat > "$work/proxy.conf" <<CONF
+worker_processes 1;
+pid $work/proxy.pid;
+error_log $work/proxy-error.log;
+events { worker_connections 4096; }
+http {
+    $NGINX_ACCESS_LOG
+    keepalive_requests 1000000;
+    upstream bench { server 127.0.0.1:$BACKEND; keepalive 128; }
+    server {
+        $1
+        location /bench/ {
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Request-Id \$request_id;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            ${3:-}
+        }
+        ${2:-}
+    }
+}
+CONF
+    nginx -c "$work/proxy.conf" -p "$work" -e "$work/proxy-error.log"
+}

@@ -18,29 +18,6 @@ command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx 
 
 . loadtest/common.sh
 
-# nginx as the reference proxy: keep-alive upstream, access log on (as Portico).
-cat > "$work/proxy.conf" <<CONF
-worker_processes 1;
-pid $work/proxy.pid;
-error_log $work/proxy-error.log;
-events { worker_connections 4096; }
-http {
-    $NGINX_ACCESS_LOG
-    keepalive_requests 1000000;
-    upstream bench { server 127.0.0.1:$BACKEND; keepalive 128; }
-    server {
-        listen 127.0.0.1:$NGINX;
-        location /bench/ {
-            proxy_pass http://bench;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Request-Id \$request_id;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-        }
-    }
-}
-CONF
-
 cat > "$work/routes.yaml" <<CONF
 routes:
   - prefix: /bench
@@ -57,7 +34,8 @@ shutdown:
 CONF
 
 start_backend
-nginx -c "$work/proxy.conf" -p "$work"
+# nginx as the reference proxy: keep-alive upstream, access log on (as Portico).
+start_nginx_proxy "listen 127.0.0.1:$NGINX;"
 PORTICO_WORKERS=${PORTICO_WORKERS:-1}
 TOKIO_WORKER_THREADS=$PORTICO_WORKERS "$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
 pids+=($!)

@@ -48,38 +48,6 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
     -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 
-# nginx terminating TLS: no session cache, no tickets (every new connection is
-# a full handshake), keep-alive upstream, JSON access log (common.sh).
-cat > "$work/proxy.conf" <<CONF
-worker_processes 1;
-pid $work/proxy.pid;
-error_log $work/proxy-error.log;
-events { worker_connections 4096; }
-http {
-    $NGINX_ACCESS_LOG
-    keepalive_requests 1000000;
-    upstream bench { server 127.0.0.1:$BACKEND; keepalive 128; }
-    server {
-        listen 127.0.0.1:$NGINX ssl;
-        ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache off; ssl_session_tickets off;
-        location /bench/ {
-            proxy_pass http://bench;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Request-Id \$request_id;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto https;
-        }
-        location = /local {
-            default_type application/json;
-            return 404 '{"error":"no_route","message":"no route matches this path","request_id":"\$request_id"}';
-        }
-    }
-}
-CONF
-
 cat > "$work/routes.yaml" <<CONF
 routes:
   - prefix: /bench
@@ -121,7 +89,18 @@ C
 fi
 
 start_backend
-nginx -c "$work/proxy.conf" -p "$work" -e "$work/proxy-error.log"
+# nginx terminating TLS: no session cache, no tickets (every new connection is
+# a full handshake); /local answers like Portico's own 404.
+start_nginx_proxy \
+    "listen 127.0.0.1:$NGINX ssl;
+        ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache off; ssl_session_tickets off;" \
+    'location = /local {
+            default_type application/json;
+            return 404 '"'"'{"error":"no_route","message":"no route matches this path","request_id":"$request_id"}'"'"';
+        }' \
+    "proxy_set_header X-Forwarded-Proto https;"
 TOKIO_WORKER_THREADS=$PORTICO_WORKERS "$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
 pids+=($!)
 PORTICO_PID=$!
