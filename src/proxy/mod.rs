@@ -107,28 +107,14 @@ impl Gateway {
         body: Incoming,
         conn: ConnInfo,
     ) -> Result<Response<Incoming>, ProxyError> {
-        // Header size: hyper's own buffer limit is set above this, so the
-        // client gets Portico's JSON 431 rather than a bare one.
-        let head = headers::head_size(&parts.headers, parts.uri.path().len());
-        if head > self.limits.max_header_bytes {
-            x.path = exchange::log_path(parts.uri.path());
-            return Err(ProxyError::HeadersTooLarge {
-                limit: self.limits.max_header_bytes,
-            });
-        }
-
-        if let Err(e) = headers::check_head(&parts) {
-            x.path = exchange::log_path(parts.uri.path());
-            return Err(ProxyError::BadHead(e));
-        }
-
-        // Normalize before anything looks at the path; from here on only the
-        // normalized path is used, and it is what the backend receives.
-        x.path = match path::normalize(parts.uri.path()) {
-            Ok(p) => Arc::from(p.as_ref()),
+        // From here on only the normalized path is used, and it is what the
+        // backend receives. A request refused before it has one is logged
+        // with its raw path, capped.
+        x.path = match self.checked_path(&parts) {
+            Ok(p) => p,
             Err(e) => {
                 x.path = exchange::log_path(parts.uri.path());
-                return Err(ProxyError::BadPath(e));
+                return Err(e);
             }
         };
         let path = &*x.path;
@@ -239,6 +225,24 @@ impl Gateway {
                 Err(ProxyError::UpstreamTimeout(route.timeout))
             }
         }
+    }
+}
+
+impl Gateway {
+    /// The checks on the request head before anything looks at the path,
+    /// then the normalized path.
+    fn checked_path(&self, parts: &http::request::Parts) -> Result<Arc<str>, ProxyError> {
+        // Header size: hyper's own buffer limit is set above this, so the
+        // client gets Portico's JSON 431 rather than a bare one.
+        let head = headers::head_size(&parts.headers, parts.uri.path().len());
+        if head > self.limits.max_header_bytes {
+            return Err(ProxyError::HeadersTooLarge {
+                limit: self.limits.max_header_bytes,
+            });
+        }
+        headers::check_head(parts)?;
+        let normalized = path::normalize(parts.uri.path())?;
+        Ok(Arc::from(normalized.as_ref()))
     }
 }
 

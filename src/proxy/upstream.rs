@@ -97,6 +97,8 @@ struct Pool {
 
 struct Idle {
     sender: Sender,
+    /// When the connection was last seen busy: its response head, or a
+    /// sweep that found it still streaming the body.
     since: Instant,
 }
 
@@ -127,13 +129,22 @@ impl Pool {
     /// Drops closed connections and those idle past the timeout; dropping
     /// the last sender of a connection makes its driver task close it. Keys
     /// left without connections go too, so backends removed from the route
-    /// file leave nothing behind.
+    /// file leave nothing behind. A connection still streaming a body is
+    /// not idle: its clock restarts, so a download longer than the timeout
+    /// does not cost the connection the moment it ends.
     fn sweep(&self) {
+        let now = Instant::now();
         let mut idle = self.idle.lock();
         idle.retain(|_, list| {
-            list.retain(|e| {
-                !e.sender.is_closed()
-                    && (!e.sender.is_ready() || e.since.elapsed() <= self.idle_timeout)
+            list.retain_mut(|e| {
+                if e.sender.is_closed() {
+                    return false;
+                }
+                if !e.sender.is_ready() {
+                    e.since = now;
+                    return true;
+                }
+                now.duration_since(e.since) <= self.idle_timeout
             });
             !list.is_empty()
         });

@@ -456,3 +456,42 @@ async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     );
     gw.shutdown().await;
 }
+
+// Regression: the idle clock of a pooled connection started at the response
+// head, so a download that outlasted the idle timeout cost the connection as
+// soon as it ended. Busy is not idle.
+#[tokio::test]
+async fn a_download_longer_than_the_idle_timeout_keeps_its_connection() {
+    use http_body_util::BodyExt;
+    let a = Backend::start("a").await;
+    let gw = TestGateway::start_with(
+        &routes_yaml(&[("/a", &a)]),
+        "limits:\n  upstream_idle_timeout: 400ms\n",
+    )
+    .await;
+    // 64 MiB does not fit in the socket buffers: while the client waits,
+    // the upstream connection is held busy by backpressure.
+    let client = client::http1();
+    let resp = client
+        .request(
+            Request::get(format!(
+                "http://{}/a/big?download_bytes={}",
+                gw.addr,
+                64 << 20
+            ))
+            .body(Full::default())
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 64 << 20);
+    assert_eq!(get(gw.addr, "/a").await.status, 200);
+    assert_eq!(
+        a.connections(),
+        1,
+        "the connection that streamed the download was reused"
+    );
+    gw.shutdown().await;
+}
