@@ -205,6 +205,15 @@ fn soft_nofile(pid: u32) -> u64 {
     line.split_whitespace().nth(3).unwrap().parse().unwrap()
 }
 
+/// The startup line that reports the open-file limit.
+fn open_file_line(gw: &mut Serve) -> serde_json::Value {
+    gw.wait_line("the open-file limit line", |v| {
+        v["msg"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("open-file limit"))
+    })
+}
+
 /// A low soft open-file limit (1024 is a common default) would make accept
 /// fail with EMFILE long before `limits.max_connections`: serve raises it to
 /// the hard limit, and when even that is too low it warns and keeps serving.
@@ -222,11 +231,7 @@ async fn serve_raises_the_open_file_limit_and_warns_when_it_cannot() {
 
     // Soft 256 under a hard 4096: raised to 4096, which is enough.
     let mut gw = serve_with_nofile(&config, 256, 4096);
-    let line = gw.wait_line("open-file limit", |v| {
-        v["msg"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("open-file limit"))
-    });
+    let line = open_file_line(&mut gw);
     assert_eq!(line["level"], "info", "{line}");
     assert_eq!(
         (line["before"].as_u64(), line["now"].as_u64()),
@@ -241,11 +246,7 @@ async fn serve_raises_the_open_file_limit_and_warns_when_it_cannot() {
     // Hard 512: nothing to raise to; a warning that names the fix, and the
     // gateway still serves.
     let mut gw = serve_with_nofile(&config, 512, 512);
-    let line = gw.wait_line("open-file warning", |v| {
-        v["msg"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("open-file limit"))
-    });
+    let line = open_file_line(&mut gw);
     assert_eq!(line["level"], "warn", "{line}");
     assert_eq!(
         (line["now"].as_u64(), line["needed"].as_u64()),

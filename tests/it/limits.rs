@@ -7,20 +7,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::backend::Backend;
-use crate::support::client::{get, get_with, raw};
+use crate::support::client::{get, get_with, raw, read_until_closed};
 use crate::support::gateway::{TestGateway, routes_yaml};
 
-/// Reads until EOF or `limit`; true when the server closed the connection.
+/// True when the server closed the connection within `limit`.
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
-    }
+    read_until_closed(s, limit).await.1
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::backend::Backend;
 use crate::support::binary::Serve;
-use crate::support::client::{get, get_with};
+use crate::support::client::{get, get_with, read_until_closed};
 use crate::support::gateway::routes_yaml;
 
 fn write_config(dir: &Path, routes: &str, shutdown: &str) -> PathBuf {
@@ -196,22 +196,6 @@ async fn sighup_reloads_and_does_not_kill() {
         .await
         .unwrap();
     assert_eq!(code, Some(0));
-}
-
-/// Reads from `s` until the peer closes it (or `limit` passes); returns
-/// everything read and whether the close was seen.
-async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> (String, bool) {
-    use tokio::io::AsyncReadExt;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into_owned(), true),
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
-        }
-    }
 }
 
 /// When the drain delay ends, every kind of open connection is closed
