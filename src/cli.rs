@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::config::{self, ConfigErrors, GatewayConfig};
+use crate::config::{self, ConfigErrors, GatewayConfig, HostPattern, RouteSpec};
 use crate::observability::logging;
+use crate::routing::host::HostMatch;
+use crate::routing::matcher::RouteMatcher;
 use crate::routing::path;
 
 /// Exit code for a configuration the gateway refuses.
@@ -86,19 +88,23 @@ pub fn check(config_path: &Path) -> u8 {
     }
 }
 
-/// `portico routes`: the table, or the route a path picks and why.
+/// `portico routes`: the table, or the route a request picks and why.
 pub fn routes(config_path: &Path, request_path: Option<&str>, host: Option<&str>) -> u8 {
     let (cfg, file) = match load_both(config_path) {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let Some(raw) = request_path else {
-        print_table(&cfg, &file);
-        return 0;
-    };
-    if let Some(h) = host {
-        println!("host:    {h} (routes match on the path only; every host shares one table)");
+    match request_path {
+        None => print_table(&cfg, &file),
+        Some(raw) => explain(&cfg, &file, raw, host),
     }
+    0
+}
+
+/// `portico routes --match PATH [--host HOST]`: each step of the request
+/// path that decides the route, in the gateway's order and with its code
+/// (the same matcher the live table uses).
+fn explain(cfg: &GatewayConfig, file: &config::RouteFile, raw: &str, host: Option<&str>) {
     println!("request: {raw}");
     let (raw_path, query) = match raw.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -108,84 +114,117 @@ pub fn routes(config_path: &Path, request_path: Option<&str>, host: Option<&str>
         Ok(p) => p,
         Err(e) => {
             println!("result:  400 bad_request ({e})");
-            return 0;
+            return;
         }
     };
     if normalized != raw_path {
         println!("normalized: {normalized}");
     }
-    if crate::operator::is_operator_path(&normalized) {
+    let matching = path::without_params(&normalized);
+    if matching != normalized {
+        println!(
+            "matched as: {matching} (path parameters after ';' are ignored for matching and kept upstream)"
+        );
+    }
+    if crate::routing::reserved::is_reserved(&matching) {
         println!(
             "result:  404 no_route (reserved operator path; served only on the operator listener)"
         );
-        return 0;
+        return;
     }
-    let mut router = crate::routing::prefix::PrefixRouter::new();
+    let mut matcher = RouteMatcher::new();
     for spec in &file.routes {
-        // Prefixes were validated by the loader; insertion cannot fail here.
-        let _ = router.insert(&spec.prefix, spec);
+        // Paths were validated by the loader; insertion cannot fail here.
+        let _ = matcher.insert(spec.host.as_ref(), spec.exact, &spec.path, spec);
     }
-    match router.lookup(&normalized) {
-        None => {
-            println!("result:  404 no_route (no prefix matches segment-wise)");
-        }
-        Some(spec) => {
-            let others: Vec<&str> = file
-                .routes
-                .iter()
-                .filter(|r| r.prefix != spec.prefix && prefix_matches(&r.prefix, &normalized))
-                .map(|r| r.prefix.as_str())
-                .collect();
-            println!("route:   {} (line {})", spec.prefix, spec.line);
-            let why = if others.is_empty() {
-                "the only prefix that matches segment-wise".to_string()
-            } else {
-                format!(
-                    "longest matching prefix; also matched: {}",
-                    others.join(", ")
-                )
-            };
-            println!("why:     {why}");
-            let backends: Vec<String> = spec.backends.iter().map(|b| b.to_string()).collect();
-            println!("backend: {}", backends.join(", "));
-            let mut upstream = if spec.strip_prefix && spec.prefix != "/" {
-                let rest = &normalized[spec.prefix.len()..];
-                if rest.starts_with('/') {
-                    rest.to_string()
-                } else {
-                    "/".to_string()
-                }
-            } else {
-                normalized.to_string()
-            };
-            if let Some(q) = query {
-                upstream.push('?');
-                upstream.push_str(q);
-            }
-            println!("upstream path: {upstream}");
-            let timeout = spec.timeout.unwrap_or(cfg.limits.upstream_timeout);
-            println!("timeout: {}", humantime::format_duration(timeout));
-        }
+    let Some(found) = matcher.lookup(host, &matching) else {
+        println!(
+            "host:    {} -> no host rule covers it, and there are no routes without host",
+            host.unwrap_or("(none)")
+        );
+        println!("result:  404 no_route");
+        return;
+    };
+    println!(
+        "host:    {}",
+        describe_host(host, found.host, found.pattern)
+    );
+    let Some((spec, exact)) = found.route else {
+        println!(
+            "result:  404 no_route (no route of this host table matches; other host tables are not consulted)"
+        );
+        return;
+    };
+    let candidates: Vec<String> = file
+        .routes
+        .iter()
+        .filter(|r| r.host == spec.host && r.key() != spec.key())
+        .filter(|r| route_matches(r, &matching))
+        .map(RouteSpec::label)
+        .collect();
+    println!("route:   {} (line {})", spec.label(), spec.line);
+    let why = match (exact, candidates.is_empty()) {
+        (true, true) => "exact path".to_string(),
+        (true, false) => format!("exact path, preferred over: {}", candidates.join(", ")),
+        (false, true) => "the only prefix that matches segment-wise".to_string(),
+        (false, false) => format!(
+            "longest matching prefix; also matched: {}",
+            candidates.join(", ")
+        ),
+    };
+    println!("why:     {why}");
+    let backends: Vec<String> = spec.backends.iter().map(|b| b.to_string()).collect();
+    println!("backend: {}", backends.join(", "));
+    let segments = path::segments(&spec.path);
+    let mut upstream = if spec.strip_prefix {
+        path::strip_segments(&normalized, segments).to_string()
+    } else {
+        normalized.to_string()
+    };
+    if let Some(q) = query {
+        upstream.push('?');
+        upstream.push_str(q);
     }
-    0
+    println!("upstream path: {upstream}");
+    let timeout = spec.timeout.unwrap_or(cfg.limits.upstream_timeout);
+    println!("timeout: {}", humantime::format_duration(timeout));
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    prefix == "/"
+fn describe_host(host: Option<&str>, how: HostMatch, rule: Option<&HostPattern>) -> String {
+    let asked = host.unwrap_or("(none)");
+    match (how, rule) {
+        (HostMatch::Exact, Some(rule)) => format!("{asked} -> host table {rule} (exact host rule)"),
+        (HostMatch::Wildcard, Some(rule)) => {
+            format!("{asked} -> host table {rule} (wildcard rule; no exact host rule for it)")
+        }
+        _ => format!("{asked} -> the routes without host (no host rule covers it)"),
+    }
+}
+
+/// Whether a route would match the path on its own (for "also matched").
+fn route_matches(spec: &RouteSpec, path: &str) -> bool {
+    if spec.exact {
+        return spec.path == path;
+    }
+    spec.path == "/"
         || path
-            .strip_prefix(prefix)
+            .strip_prefix(spec.path.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn print_table(cfg: &GatewayConfig, file: &config::RouteFile) {
     println!("# {} ({} routes)", file.source.display(), file.routes.len());
-    println!("{:<32} {:<6} {:<9} BACKENDS", "PREFIX", "STRIP", "TIMEOUT");
+    println!(
+        "{:<24} {:<32} {:<6} {:<9} BACKENDS",
+        "HOST", "ROUTE", "STRIP", "TIMEOUT"
+    );
     for r in &file.routes {
         let backends: Vec<String> = r.backends.iter().map(|b| b.to_string()).collect();
         let timeout = r.timeout.unwrap_or(cfg.limits.upstream_timeout);
         println!(
-            "{:<32} {:<6} {:<9} {}",
-            r.prefix,
+            "{:<24} {:<32} {:<6} {:<9} {}",
+            r.host_label(),
+            r.label(),
             r.strip_prefix,
             humantime::format_duration(timeout).to_string(),
             backends.join(", ")

@@ -33,7 +33,10 @@ pub use gateway::{
     CertificatePaths, GatewayConfig, Limits, Listen, OperatorSettings, ShutdownSettings,
     TlsSettings, parse_gateway_config,
 };
-pub use routes::{BackendUrl, InvalidBackendUrl, RouteFile, RouteSpec, parse_route_file};
+pub use routes::{
+    BackendUrl, DEFAULT_HOST_LABEL, HostPattern, InvalidBackendUrl, InvalidHost, RouteFile,
+    RouteKey, RouteSpec, parse_route_file,
+};
 pub use size::parse_size;
 
 /// Where `portico serve` looks when neither `--config` nor `$PORTICO_CONFIG`

@@ -32,13 +32,20 @@ pub struct RouteFile {
 /// One validated route.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteSpec {
-    /// Starts with `/`, no trailing `/` (except `/` itself), no empty or dot
-    /// segments, no pattern characters, not an operator path; unique in the
-    /// file.
-    pub prefix: String,
+    /// The host table the route belongs to; `None` is the default table
+    /// (requests whose host no host rule covers).
+    pub host: Option<HostPattern>,
+    /// The `prefix:` or `exact:` path. Starts with `/`, no empty or dot
+    /// segments, no `;`, no pattern characters, not an operator path; a
+    /// prefix has no trailing `/` (except `/` itself). `(host, exact, path)`
+    /// is unique in the file.
+    pub path: String,
+    /// `exact:` (Kubernetes `pathType: Exact`): matches only `path` itself.
+    /// Otherwise a segment-wise prefix (`pathType: Prefix`).
+    pub exact: bool,
     /// Never empty; no duplicates.
     pub backends: Vec<BackendUrl>,
-    /// Remove `prefix` from the path before forwarding.
+    /// Remove the prefix (or the exact path) from the path before forwarding.
     pub strip_prefix: bool,
     /// Upstream timeout for this route; `None` means `limits.upstream_timeout`.
     pub timeout: Option<Duration>,
@@ -51,6 +58,171 @@ pub struct RouteSpec {
     /// Line where the route starts, for diffs and log messages.
     pub line: usize,
 }
+
+impl RouteSpec {
+    /// The `route` label of metrics and the access log: the prefix as
+    /// written, or `=` and the path for an exact route (nginx's `location =`),
+    /// so that `exact: /a` and `prefix: /a` are told apart.
+    pub fn label(&self) -> String {
+        if self.exact {
+            format!("={}", self.path)
+        } else {
+            self.path.clone()
+        }
+    }
+
+    /// The `host` label: the configured host pattern, or `*` for the default
+    /// table.
+    pub fn host_label(&self) -> String {
+        self.host
+            .as_ref()
+            .map_or_else(|| DEFAULT_HOST_LABEL.to_string(), HostPattern::to_string)
+    }
+}
+
+impl RouteSpec {
+    /// What makes the route unique in its file.
+    pub fn key(&self) -> RouteKey {
+        (self.host.clone(), self.exact, self.path.clone())
+    }
+
+    /// Host and path in one word for logs and diffs: `/billing`,
+    /// `api.example.com/billing`, `*.example.com=/healthcheck`.
+    pub fn name(&self) -> String {
+        match &self.host {
+            Some(host) => format!("{host}{}", self.label()),
+            None => self.label(),
+        }
+    }
+}
+
+/// `(host, exact, path)`: what makes a route unique in its file. A second
+/// route with the same key could never be chosen.
+pub type RouteKey = (Option<HostPattern>, bool, String);
+
+/// The `host` label (and `/routes` host) of routes without `host:`.
+pub const DEFAULT_HOST_LABEL: &str = "*";
+
+/// A route's `host:` rule, lowercased (hosts compare case-insensitively).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPattern {
+    /// `api.example.com`: that name only.
+    Exact(String),
+    /// `*.example.com`, stored as `example.com`: exactly one more label in
+    /// front (`a.example.com`, never `example.com` or `a.b.example.com`).
+    Wildcard(String),
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Wildcard(parent) => write!(f, "*.{parent}"),
+        }
+    }
+}
+
+impl FromStr for HostPattern {
+    type Err = InvalidHost;
+
+    /// A DNS name (RFC 1123 labels, as Kubernetes validates an Ingress
+    /// host), optionally `*.` in front. Uppercase is folded; everything
+    /// else that would never match a request's host is refused.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fail = |m: String| Err(InvalidHost(m));
+        if s.is_empty() {
+            return fail("must not be empty; leave host out to serve every host".into());
+        }
+        if let Some(c) = s.chars().find(|c| !c.is_ascii()) {
+            return fail(format!(
+                "must be ASCII, got {c:?}: write an internationalized name in its punycode (IDNA) form, \
+                 e.g. xn--bcher-kva.example for bücher.example (`idn2 NAME` prints it)"
+            ));
+        }
+        if s.contains("://") || s.contains('/') {
+            return fail(
+                "must be a host name only, without scheme or path (e.g. api.example.com)".into(),
+            );
+        }
+        if s.contains(':') {
+            return fail(
+                "must not have a port: the port in a request's Host is ignored when matching"
+                    .into(),
+            );
+        }
+        if s.ends_with('.') {
+            return fail(format!(
+                "must not end with \".\" (write {:?}); a request for the absolute name {s:?} matches it anyway",
+                s.trim_end_matches('.')
+            ));
+        }
+        let lower = s.to_ascii_lowercase();
+        let (wildcard, name) = match lower.strip_prefix("*.") {
+            Some(parent) => (true, parent),
+            None => (false, lower.as_str()),
+        };
+        if name.contains('*') || lower == "*" {
+            return fail(
+                "a wildcard is only allowed as the whole first label (*.example.com, covering \
+                 exactly one label); leave host out to serve every host"
+                    .into(),
+            );
+        }
+        if name.parse::<std::net::Ipv4Addr>().is_ok() {
+            return fail(
+                "must be a DNS name, not an IP address; requests by IP address use the routes without host"
+                    .into(),
+            );
+        }
+        if name.len() > 253 {
+            return fail(format!(
+                "is {} characters long; a DNS name has at most 253",
+                name.len()
+            ));
+        }
+        for label in name.split('.') {
+            if let Some(problem) = label_problem(label) {
+                return fail(problem);
+            }
+        }
+        Ok(if wildcard {
+            HostPattern::Wildcard(name.to_string())
+        } else {
+            HostPattern::Exact(name.to_string())
+        })
+    }
+}
+
+/// Why one DNS label is invalid, or `None`.
+fn label_problem(label: &str) -> Option<String> {
+    if label.is_empty() {
+        return Some("must not have an empty label (\"..\" or a leading \".\")".into());
+    }
+    if label.len() > 63 {
+        return Some(format!(
+            "has a label of {} characters; a DNS label has at most 63",
+            label.len()
+        ));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Some(format!(
+            "must contain only letters, digits, '-' and '.', got {:?}",
+            c.to_string()
+        ));
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Some(format!("label {label:?} must not start or end with '-'"));
+    }
+    None
+}
+
+/// Why a string is not a [`HostPattern`]; the message says how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidHost(String);
 
 /// A backend origin: scheme, host and port, nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -182,7 +354,9 @@ impl FromStr for BackendUrl {
 }
 
 pub(super) const ROUTE_KEYS: &[&str] = &[
+    "host",
     "prefix",
+    "exact",
     "backend",
     "backends",
     "strip_prefix",
@@ -190,11 +364,6 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "max_inflight",
     "ca_file",
 ];
-
-/// Served only on the operator listener; on public listeners these and
-/// everything under them are 404 whatever the route table says (DESIGN
-/// "Operator paths are never public"), so a route there could never work.
-const OPERATOR_PATHS: &[&str] = &crate::operator::RESERVED_PATHS;
 
 /// Parses and validates a route file; `source` names the file in errors and
 /// is the base for relative paths (`ca_file`).
@@ -217,8 +386,8 @@ pub fn parse_route_file(source: &Path, text: &str) -> Result<RouteFile, ConfigEr
         return c.finish(None);
     };
     let base = source.parent().unwrap_or(Path::new(""));
-    // Prefix → line of the route that first used it.
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    // (host, exact, path) → line of the route that first used it.
+    let mut seen: HashMap<RouteKey, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         // Keep going after a bad route: the user gets every error at once.
@@ -237,34 +406,47 @@ fn route(
     item: &Node,
     index: usize,
     base: &Path,
-    seen: &mut HashMap<String, usize>,
+    seen: &mut HashMap<RouteKey, usize>,
 ) -> Option<RouteSpec> {
-    // Name the route by its prefix when there is one to show.
-    let label = match item.field("prefix").and_then(Node::as_str) {
-        Some(prefix) => format!("route {prefix:?}"),
-        None => format!("route #{}", index + 1),
-    };
+    let label = route_label(item, index);
     let m = c.mapping(item, &label, ROUTE_KEYS)?;
 
-    let prefix = c
-        .required(&m, "prefix", &label, "e.g. prefix: /billing")
-        .and_then(|entry| {
-            let node = &entry.value;
-            let prefix = c.string(node, &format!("{label}: prefix"), "a path like \"/billing\"")?;
-            if let Some(problem) = prefix_problem(prefix) {
-                c.error(node.pos, format!("{label}: prefix {problem}"));
-                return None;
-            }
-            if let Some(first) = seen.get(prefix) {
-                c.error(
-                    node.pos,
-                    format!("{label}: duplicate prefix, already used by the route at line {first}; merge the two routes"),
-                );
-                return None;
-            }
-            seen.insert(prefix.to_string(), item.pos.line);
-            Some(prefix.to_string())
-        });
+    let host = match m.get("host") {
+        Some(node) => {
+            let name = format!("{label}: host");
+            c.string(
+                node,
+                &name,
+                "a host name like \"api.example.com\" or \"*.example.com\"",
+            )
+            .and_then(|text| match text.parse::<HostPattern>() {
+                Ok(host) => Some(Some(host)),
+                Err(e) => {
+                    c.error(node.pos, format!("{name}: {text:?} {e}"));
+                    None
+                }
+            })
+        }
+        None => Some(None),
+    };
+    let path = route_path(c, &m, &label);
+    // Judged only when host and path are valid, so one mistake gives one error.
+    if let (Some(host), Some((exact, path, pos))) = (&host, &path) {
+        let key = (host.clone(), *exact, path.clone());
+        if let Some(first) = seen.get(&key) {
+            let what = if *exact { "exact path" } else { "prefix" };
+            let table = host.as_ref().map_or_else(
+                || "the routes without host".to_string(),
+                |h| format!("host {h}"),
+            );
+            c.error(
+                *pos,
+                format!("{label}: duplicate {what} {path:?} in {table}, already used by the route at line {first}; merge the two routes"),
+            );
+            return None;
+        }
+        seen.insert(key, item.pos.line);
+    }
 
     let backends = backends(c, &m, &label);
     let strip_prefix = match m.get("strip_prefix") {
@@ -301,8 +483,11 @@ fn route(
         None => Some(None),
     };
 
+    let (exact, path, _) = path?;
     Some(RouteSpec {
-        prefix: prefix?,
+        host: host?,
+        path,
+        exact,
         backends: backends?,
         strip_prefix: strip_prefix?,
         timeout: timeout?,
@@ -310,6 +495,63 @@ fn route(
         ca_file: ca_file?,
         line: item.pos.line,
     })
+}
+
+/// Names a route in messages by its path (and host) when there is one to
+/// show: `route "/billing"`, `route "=/healthcheck" (host api.example.com)`.
+fn route_label(item: &Node, index: usize) -> String {
+    let path = match (
+        item.field("prefix").and_then(Node::as_str),
+        item.field("exact").and_then(Node::as_str),
+    ) {
+        (Some(prefix), None) => format!("route {prefix:?}"),
+        (None, Some(exact)) => format!("route {:?}", format!("={exact}")),
+        _ => format!("route #{}", index + 1),
+    };
+    match item.field("host").and_then(Node::as_str) {
+        Some(host) => format!("{path} (host {host})"),
+        None => path,
+    }
+}
+
+/// `prefix: /path` or `exact: /path`, exactly one of them: (exact, path,
+/// position of the value).
+fn route_path(
+    c: &mut Checker<'_>,
+    m: &Map<'_>,
+    label: &str,
+) -> Option<(bool, String, super::yaml::Pos)> {
+    let (key, exact, entry) = match (m.entry("prefix"), m.entry("exact")) {
+        (Some(_), Some(both)) => {
+            c.error(
+                both.key_pos,
+                format!("{label}: set either prefix or exact, not both (exact matches only that path; add a second route for the prefix)"),
+            );
+            return None;
+        }
+        (None, Some(_)) => (
+            "exact",
+            true,
+            c.required(m, "exact", label, "e.g. exact: /healthcheck")?,
+        ),
+        _ => (
+            "prefix",
+            false,
+            c.required(
+                m,
+                "prefix",
+                label,
+                "e.g. prefix: /billing (or exact: /path)",
+            )?,
+        ),
+    };
+    let node = &entry.value;
+    let path = c.string(node, &format!("{label}: {key}"), "a path like \"/billing\"")?;
+    if let Some(problem) = path_problem(path, exact) {
+        c.error(node.pos, format!("{label}: {key} {problem}"));
+        return None;
+    }
+    Some((exact, path.to_string(), node.pos))
 }
 
 /// `backend: URL` or `backends: [URL, ...]`, exactly one of them.
@@ -372,7 +614,15 @@ fn backend_url(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<BackendUr
 }
 
 /// What is wrong with a prefix, as the end of "prefix ...", or `None`.
+#[cfg(test)]
 pub(super) fn prefix_problem(prefix: &str) -> Option<String> {
+    path_problem(prefix, false)
+}
+
+/// What is wrong with a route path, as the end of "prefix ..." or
+/// "exact ...", or `None`. An exact path may end in `/` (it then matches
+/// only the path with the slash); a prefix may not.
+pub(super) fn path_problem(prefix: &str, exact: bool) -> Option<String> {
     if !prefix.starts_with('/') {
         return Some(format!("must start with \"/\" (write \"/{prefix}\")"));
     }
@@ -385,6 +635,7 @@ pub(super) fn prefix_problem(prefix: &str) -> Option<String> {
             '?' => "must not contain \"?\": a prefix matches the path, never the query".to_string(),
             '#' => "must not contain \"#\": fragments never reach the server".to_string(),
             '\\' => "must not contain \"\\\"".to_string(),
+            ';' => "must not contain \";\": path parameters (;...) are ignored when matching, so it could never match (/billing also matches /billing;jsessionid=...)".to_string(),
             '{' | '}' | '*' => format!(
                 "must not contain {:?}: a prefix is a literal path, not a pattern (it already matches everything under it)",
                 ch.to_string()
@@ -403,15 +654,20 @@ pub(super) fn prefix_problem(prefix: &str) -> Option<String> {
         };
         return Some(problem);
     }
-    if prefix.len() > 1 && prefix.ends_with('/') {
+    if !exact && prefix.len() > 1 && prefix.ends_with('/') {
         let fixed = prefix.trim_end_matches('/');
         let fixed = if fixed.is_empty() { "/" } else { fixed };
         return Some(format!(
             "must not end with \"/\" (write {fixed:?}); it already matches {fixed}/ and below"
         ));
     }
-    let segments: Vec<&str> = prefix[1..].split('/').collect();
-    if prefix.len() > 1 && segments.iter().any(|s| s.is_empty()) {
+    let trimmed = if exact && prefix.len() > 1 {
+        prefix.strip_suffix('/').unwrap_or(prefix)
+    } else {
+        prefix
+    };
+    let segments: Vec<&str> = trimmed[1..].split('/').collect();
+    if trimmed.len() > 1 && segments.iter().any(|s| s.is_empty()) {
         let fixed = format!(
             "/{}",
             segments
@@ -431,9 +687,10 @@ pub(super) fn prefix_problem(prefix: &str) -> Option<String> {
                 .to_string(),
         );
     }
-    if let Some(reserved) = OPERATOR_PATHS.iter().find(|p| is_under(prefix, p)) {
+    if crate::routing::reserved::is_reserved(prefix) {
+        let first = segments.first().copied().unwrap_or_default();
         return Some(format!(
-            "is reserved: {reserved} and everything under it is served only on the operator listener (never publicly); choose another prefix"
+            "is reserved: /{first} (in any case, and everything under it) is served only on the operator listener (never publicly); choose another path"
         ));
     }
     None
@@ -443,11 +700,4 @@ pub(super) fn prefix_problem(prefix: &str) -> Option<String> {
 /// request path can hold unencoded.
 fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "-._~!$&'()+,;=:@/".contains(c)
-}
-
-/// Segment-wise: `/metrics/x` is under `/metrics`, `/metricsx` is not.
-fn is_under(prefix: &str, base: &str) -> bool {
-    prefix
-        .strip_prefix(base)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }

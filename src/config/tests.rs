@@ -416,7 +416,7 @@ routes:
 "#;
     let file = routes(yaml).unwrap();
     assert_eq!(file.source, PathBuf::from(ROUTES));
-    let prefixes: Vec<&str> = file.routes.iter().map(|r| r.prefix.as_str()).collect();
+    let prefixes: Vec<&str> = file.routes.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(prefixes, ["/billing/reports", "/billing", "/orders", "/"]);
     let lines: Vec<usize> = file.routes.iter().map(|r| r.line).collect();
     assert_eq!(lines, [3, 5, 10, 17]);
@@ -488,7 +488,7 @@ fn prefixes() {
         "/healthzz",
         "/x/metrics",
         "/api/healthz",
-        "/a=b;c,d!$&'()+",
+        "/a=b,c,d!$&'()+",
     ];
     for prefix in valid {
         assert_eq!(prefix_problem(prefix), None, "{prefix:?}");
@@ -497,7 +497,7 @@ fn prefixes() {
             "routes:\n  - prefix: '{}'\n    backend: http://b:8080\n",
             prefix.replace('\'', "''")
         );
-        assert_eq!(routes(&yaml).unwrap().routes[0].prefix, prefix);
+        assert_eq!(routes(&yaml).unwrap().routes[0].path, prefix);
     }
     let invalid = [
         ("billing", "must start with \"/\" (write \"/billing\")"),
@@ -536,7 +536,17 @@ fn prefixes() {
         ("/a\"b", "must not contain \"\\\"\""),
         ("/a<b>", "must not contain \"<\""),
         ("/[x]", "must not contain \"[\""),
-        ("/healthz", "is reserved: /healthz and everything under it"),
+        (
+            "/healthz",
+            "is reserved: /healthz (in any case, and everything under it)",
+        ),
+        ("/Metrics", "is reserved: /Metrics (in any case"),
+        ("/METRICS/x", "is reserved: /METRICS"),
+        ("/metrics.", "is reserved: /metrics."),
+        (
+            "/billing;jsessionid=1",
+            "must not contain \";\": path parameters (;...) are ignored when matching",
+        ),
         ("/readyz", "is reserved: /readyz"),
         ("/livez", "is reserved: /livez"),
         ("/metrics", "is reserved: /metrics"),
@@ -679,7 +689,7 @@ fn route_errors_point_at_the_problem() {
             format!("{HEAD}    backend: http://billing:8080\n    timout: 5s\n"),
             4,
             5,
-            "unknown key \"timout\" in route \"/billing\"; expected one of: prefix, backend, backends, strip_prefix, timeout, max_inflight, ca_file (did you mean \"timeout\"?)",
+            "unknown key \"timout\" in route \"/billing\"; expected one of: host, prefix, exact, backend, backends, strip_prefix, timeout, max_inflight, ca_file (did you mean \"timeout\"?)",
         ),
         ("routes:\n  - backend: http://billing:8080\n".into(), 2, 5, "route #1: prefix is required"),
         ("routes:\n  - prefix:\n    backend: http://billing:8080\n".into(), 2, 5, "route #1: prefix must not be empty"),
@@ -730,8 +740,43 @@ fn route_errors_point_at_the_problem() {
             "routes:\n  - prefix: /a\n    backend: http://a\n  - prefix: /a\n    backend: http://b\n".into(),
             4,
             13,
-            "route \"/a\": duplicate prefix, already used by the route at line 2",
+            "route \"/a\": duplicate prefix \"/a\" in the routes without host, already used by the route at line 2",
         ),
+        (
+            "routes:\n  - host: API.example.com\n    prefix: /a\n    backend: http://a\n  - host: api.example.com\n    prefix: /a\n    backend: http://b\n".into(),
+            6,
+            13,
+            "route \"/a\" (host api.example.com): duplicate prefix \"/a\" in host api.example.com, already used by the route at line 2",
+        ),
+        (
+            "routes:\n  - exact: /a\n    backend: http://a\n  - exact: /a\n    backend: http://b\n".into(),
+            4,
+            12,
+            "route \"=/a\": duplicate exact path \"/a\" in the routes without host, already used by the route at line 2",
+        ),
+        // Hosts.
+        (format!("{HEAD}    host: api.example.com:8443\n    backend: http://a\n"), 3, 11, "host: \"api.example.com:8443\" must not have a port"),
+        (format!("{HEAD}    host: bücher.example\n    backend: http://a\n"), 3, 11, "must be ASCII, got 'ü': write an internationalized name in its punycode (IDNA) form"),
+        (format!("{HEAD}    host: a.*.example.com\n    backend: http://a\n"), 3, 11, "a wildcard is only allowed as the whole first label"),
+        (format!("{HEAD}    host: '*example.com'\n    backend: http://a\n"), 3, 11, "a wildcard is only allowed as the whole first label"),
+        (format!("{HEAD}    host: '*'\n    backend: http://a\n"), 3, 11, "a wildcard is only allowed as the whole first label"),
+        (format!("{HEAD}    host: '*.*.example.com'\n    backend: http://a\n"), 3, 11, "a wildcard is only allowed as the whole first label"),
+        (format!("{HEAD}    host: api.example.com.\n    backend: http://a\n"), 3, 11, "must not end with \".\" (write \"api.example.com\")"),
+        (format!("{HEAD}    host: 10.0.0.1\n    backend: http://a\n"), 3, 11, "must be a DNS name, not an IP address"),
+        (format!("{HEAD}    host: https://api.example.com\n    backend: http://a\n"), 3, 11, "without scheme or path"),
+        (format!("{HEAD}    host: api..example.com\n    backend: http://a\n"), 3, 11, "must not have an empty label"),
+        (format!("{HEAD}    host: api_v2.example.com\n    backend: http://a\n"), 3, 11, "must contain only letters, digits, '-' and '.', got \"_\""),
+        (format!("{HEAD}    host: -api.example.com\n    backend: http://a\n"), 3, 11, "label \"-api\" must not start or end with '-'"),
+        (format!("{HEAD}    host: ''\n    backend: http://a\n"), 3, 11, "host: expected a host name like"),
+        (format!("{HEAD}    host: [a]\n    backend: http://a\n"), 3, 5, "host: expected a host name like"),
+        (format!("{HEAD}    host: {}.example.com\n    backend: http://a\n", "a".repeat(64)), 3, 11, "has a label of 64 characters; a DNS label has at most 63"),
+        // Exact paths.
+        ("routes:\n  - prefix: /a\n    exact: /a\n    backend: http://a\n".into(), 3, 5, "route #1: set either prefix or exact, not both"),
+        ("routes:\n  - exact:\n    backend: http://a\n".into(), 2, 5, "route #1: exact must not be empty"),
+        ("routes:\n  - exact: /metrics\n    backend: http://a\n".into(), 2, 12, "route \"=/metrics\": exact is reserved: /metrics"),
+        ("routes:\n  - exact: /a//b\n    backend: http://a\n".into(), 2, 12, "exact must not contain an empty segment"),
+        ("routes:\n  - exact: /a;b\n    backend: http://a\n".into(), 2, 12, "exact must not contain \";\""),
+        ("routes:\n  - exact: a\n    backend: http://a\n".into(), 2, 12, "exact must start with \"/\""),
     ];
     for (yaml, line, column, needle) in cases {
         assert_one(routes(&yaml), line, column, needle, &yaml);
@@ -813,7 +858,7 @@ fn load_reads_files_and_reports_io_errors() {
     assert_eq!(cfg.source, config_path);
     assert_eq!(cfg.routes_file, routes_path);
     let file = load_route_file(&cfg.routes_file).unwrap();
-    assert_eq!(file.routes[0].prefix, "/a");
+    assert_eq!(file.routes[0].path, "/a");
 
     let missing = dir.path().join("missing.yaml");
     let err = load_route_file(&missing).unwrap_err();

@@ -133,7 +133,7 @@ impl Reloader {
     }
 }
 
-/// Prefixes added, removed and changed between two tables, for the one-line
+/// Routes (by host and path) added, removed and changed between two tables, for the one-line
 /// reload log.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RouteDiff {
@@ -146,17 +146,15 @@ impl RouteDiff {
     pub fn between(old: &RouteTable, new: &RouteTable) -> RouteDiff {
         let mut diff = RouteDiff::default();
         for r in new.routes() {
-            match old.get(&r.spec.prefix) {
-                None => diff.added.push(r.spec.prefix.clone()),
-                Some(o) if !same_route(&o.spec, &r.spec) => {
-                    diff.changed.push(r.spec.prefix.clone())
-                }
+            match old.get(&r.spec.key()) {
+                None => diff.added.push(r.spec.name()),
+                Some(o) if !same_route(&o.spec, &r.spec) => diff.changed.push(r.spec.name()),
                 Some(_) => {}
             }
         }
         for r in old.routes() {
-            if new.get(&r.spec.prefix).is_none() {
-                diff.removed.push(r.spec.prefix.clone());
+            if new.get(&r.spec.key()).is_none() {
+                diff.removed.push(r.spec.name());
             }
         }
         diff
@@ -165,7 +163,7 @@ impl RouteDiff {
 
 /// Equal in everything but the line number, which moves when others change.
 fn same_route(a: &crate::config::RouteSpec, b: &crate::config::RouteSpec) -> bool {
-    a.prefix == b.prefix
+    a.key() == b.key()
         && a.backends == b.backends
         && a.strip_prefix == b.strip_prefix
         && a.timeout == b.timeout

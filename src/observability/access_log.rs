@@ -13,6 +13,9 @@ pub struct AccessRecord<'a> {
     pub path: &'a str,
     pub status: u16,
     pub duration_ms: f64,
+    /// The `Host` (or `:authority`) as the client sent it; empty when the
+    /// request was refused before it was read.
+    pub host: &'a str,
     pub route: &'a str,
     /// `host:port` of the backend, or empty when no upstream was tried.
     pub upstream: &'a str,
@@ -43,6 +46,7 @@ impl AccessRecord<'_> {
         json::push_field(out, "path", self.path);
         json::push_number(out, "status", self.status);
         json::push_number(out, "duration_ms", self.duration_ms);
+        json::push_field(out, "host", self.host);
         json::push_field(out, "route", self.route);
         json::push_field(out, "upstream", self.upstream);
         json::push_display(out, "client_ip", self.client_ip);
@@ -85,6 +89,7 @@ mod tests {
             path: "/billing/x\"y",
             status: 200,
             duration_ms: 1.25,
+            host: "api.example.com",
             route: "/billing",
             upstream: "127.0.0.1:9000",
             client_ip: [127, 0, 0, 1].into(),
@@ -105,6 +110,7 @@ mod tests {
             "path",
             "status",
             "duration_ms",
+            "host",
             "route",
             "upstream",
             "client_ip",

@@ -112,26 +112,26 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 REQUESTS_TOTAL,
-                "Requests answered, by route, method and status.",
+                "Requests answered, by host rule, route, method and status.",
             ),
-            &["route", "method", "status"],
+            &["host", "route", "method", "status"],
         )
         .expect("valid metric");
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 REQUEST_DURATION_SECONDS,
-                "Time from request head to the end of the response body, by route.",
+                "Time from request head to the end of the response body, by host rule and route.",
             )
             .buckets(DURATION_BUCKETS.to_vec()),
-            &["route"],
+            &["host", "route"],
         )
         .expect("valid metric");
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 UPSTREAM_ERRORS_TOTAL,
-                "Failed upstream exchanges, by route and kind.",
+                "Failed upstream exchanges, by host rule, route and kind.",
             ),
-            &["route", "kind"],
+            &["host", "route", "kind"],
         )
         .expect("valid metric");
         let inflight = IntGauge::new(INFLIGHT_REQUESTS, "Requests being proxied right now.")
@@ -208,16 +208,20 @@ impl Metrics {
         }
     }
 
-    /// Handles for one route label value (a configured prefix, or [`NO_ROUTE`]).
-    pub fn route(&self, route: &str) -> RouteMetrics {
+    /// Handles for one `host` label value (a configured host pattern, or
+    /// `*`) and `route` label value (a configured route, or [`NO_ROUTE`]).
+    pub fn route(&self, host: &str, route: &str) -> RouteMetrics {
         RouteMetrics {
             inner: Arc::new(RouteMetricsInner {
+                host: host.to_owned(),
                 route: route.to_owned(),
                 requests: self.requests.clone(),
                 by_method_status: RwLock::new(HashMap::new()),
-                duration: self.duration.with_label_values(&[route]),
-                upstream_errors: UpstreamErrorKind::ALL
-                    .map(|k| self.upstream_errors.with_label_values(&[route, k.as_str()])),
+                duration: self.duration.with_label_values(&[host, route]),
+                upstream_errors: UpstreamErrorKind::ALL.map(|k| {
+                    self.upstream_errors
+                        .with_label_values(&[host, route, k.as_str()])
+                }),
             }),
         }
     }
@@ -248,6 +252,7 @@ pub struct RouteMetrics {
 }
 
 struct RouteMetricsInner {
+    host: String,
     route: String,
     requests: IntCounterVec,
     /// `(method index, status)` → counter: the status is only known per
@@ -270,6 +275,7 @@ impl RouteMetrics {
                 map.entry((idx, status))
                     .or_insert_with(|| {
                         inner.requests.with_label_values(&[
+                            inner.host.as_str(),
                             inner.route.as_str(),
                             name,
                             itoa_status(status).as_str(),
@@ -294,6 +300,16 @@ impl RouteMetrics {
     pub fn route(&self) -> &str {
         &self.inner.route
     }
+
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    /// Handles registered nowhere: for the empty table that exists before
+    /// the gateway's metrics do. Counting into them is harmless and unseen.
+    pub fn detached(host: &str, route: &str) -> RouteMetrics {
+        Metrics::new().route(host, route)
+    }
 }
 
 fn itoa_status(status: u16) -> String {
@@ -307,7 +323,7 @@ mod tests {
     #[test]
     fn every_contract_name_is_exported() {
         let m = Metrics::new();
-        let r = m.route("/billing");
+        let r = m.route("*", "/billing");
         r.observe(&Method::GET, 200, 0.01);
         r.upstream_error(UpstreamErrorKind::Timeout);
         m.connections_open.with_label_values(&["http"]).set(1);
@@ -325,14 +341,12 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
-        assert!(
-            text.contains(
-                r#"portico_requests_total{method="GET",route="/billing",status="200"} 1"#
-            )
-        );
-        assert!(
-            text.contains(r#"portico_upstream_errors_total{kind="timeout",route="/billing"} 1"#)
-        );
+        assert!(text.contains(
+            r#"portico_requests_total{host="*",method="GET",route="/billing",status="200"} 1"#
+        ));
+        assert!(text.contains(
+            r#"portico_upstream_errors_total{host="*",kind="timeout",route="/billing"} 1"#
+        ));
     }
 
     #[test]
@@ -345,13 +359,13 @@ mod tests {
     #[test]
     fn repeated_observations_reuse_one_series() {
         let m = Metrics::new();
-        let r = m.route(NO_ROUTE);
+        let r = m.route("api.example.com", NO_ROUTE);
         for _ in 0..5 {
             r.observe(&Method::POST, 404, 0.001);
         }
         let text = m.render();
         assert!(
-            text.contains(r#"portico_requests_total{method="POST",route="none",status="404"} 5"#)
+            text.contains(r#"portico_requests_total{host="api.example.com",method="POST",route="none",status="404"} 5"#)
         );
     }
 }

@@ -181,8 +181,18 @@ impl Operator {
                     .iter()
                     .map(|b| format!("{}://{}", b.scheme(), b.authority))
                     .collect();
+                let (prefix, exact) = if r.spec.exact {
+                    (None, Some(&r.spec.path))
+                } else {
+                    (Some(&r.spec.path), None)
+                };
                 json!({
-                    "prefix": r.spec.prefix,
+                    // null: the default table (routes without host).
+                    "host": r.spec.host.as_ref().map(ToString::to_string),
+                    "prefix": prefix,
+                    "exact": exact,
+                    // The `route` label of metrics and the access log.
+                    "route": &*r.label,
                     "backends": backends,
                     "strip_prefix": r.spec.strip_prefix,
                     // The effective timeout: the route's own or the default.

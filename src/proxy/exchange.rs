@@ -28,6 +28,9 @@ pub struct Exchange {
     /// failed). Shared with the in-flight registry, so it is stored once.
     pub path: Arc<str>,
     pub metrics: RouteMetrics,
+    /// The `Host` (or `:authority`) the client sent, once the request got
+    /// that far.
+    pub host: Option<HeaderValue>,
     /// `host:port` of the backend tried, if any.
     pub upstream: Option<std::sync::Arc<str>>,
     pub peer: IpAddr,
@@ -62,6 +65,7 @@ impl Exchange {
             method,
             path,
             metrics,
+            host: None,
             upstream: None,
             peer,
             version,
@@ -94,6 +98,11 @@ impl Exchange {
             path: &self.path,
             status,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
+            host: self
+                .host
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
             route: self.metrics.route(),
             upstream: self.upstream.as_deref().unwrap_or(""),
             client_ip: self.peer,

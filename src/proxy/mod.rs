@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use crate::lifecycle::drain::{InflightEntry, InflightRegistry};
 use crate::observability::metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
 use crate::routing::live::LiveRoutes;
-use crate::routing::path;
 use crate::routing::table::Route;
+use crate::routing::{path, reserved};
 use crate::server::{ConnInfo, Service};
 
 use body::{GatewayBody, RequestBody};
@@ -63,7 +63,10 @@ impl Gateway {
     ) -> Self {
         Gateway {
             live,
-            none_metrics: metrics.route(crate::observability::metrics::NO_ROUTE),
+            none_metrics: metrics.route(
+                crate::config::DEFAULT_HOST_LABEL,
+                crate::observability::metrics::NO_ROUTE,
+            ),
             limits,
             inflight: InflightLimit::new(max_inflight, Some(metrics.inflight.clone())),
             registry,
@@ -118,17 +121,35 @@ impl Gateway {
             }
         };
         let path = &*x.path;
+        // Matching reads the path as servlet containers do: each segment cut
+        // at its first ';' (routing::path, "Path parameters").
+        let matching = path::without_params(path);
 
         // Operator paths are never public, whatever the route table says.
-        if crate::operator::is_operator_path(path) {
+        if reserved::is_reserved(&matching) {
             return Err(ProxyError::NoRoute);
         }
 
         if !self.live.is_loaded() {
             return Err(ProxyError::NotReady);
         }
+        // The host the client asked for: `Host`, or HTTP/2's `:authority`
+        // (check_head has made sure the two agree when both are present).
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        x.host = host.clone();
+        let host_str = host.as_ref().and_then(|h| h.to_str().ok());
         let table = self.live.current();
-        let route: Arc<Route> = table.lookup(path).cloned().ok_or(ProxyError::NoRoute)?;
+        let selected = table.select(host_str, &matching);
+        let Some(route) = selected.route.cloned() else {
+            x.metrics = selected.miss.clone();
+            return Err(ProxyError::NoRoute);
+        };
+        let route: Arc<Route> = route;
         x.metrics = route.metrics.clone();
 
         // Shed load at once rather than queue behind a slow upstream.
@@ -152,14 +173,6 @@ impl Gateway {
                 limit: self.limits.max_body_bytes,
             });
         }
-
-        // The host the client asked for: `Host`, or HTTP/2's `:authority`.
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
 
         let backend = route.upstream.pick();
         x.upstream = Some(backend.label.clone());
@@ -201,7 +214,7 @@ impl Gateway {
                 route.metrics.upstream_error(kind);
                 tracing::warn!(
                     request_id = %x.request_id.to_str().unwrap_or_default(),
-                    route = %route.prefix,
+                    route = %route.spec.name(),
                     upstream = %backend.label,
                     kind = kind.as_str(),
                     error = %error_chain(&*source),
@@ -217,7 +230,7 @@ impl Gateway {
                 route.metrics.upstream_error(UpstreamErrorKind::Timeout);
                 tracing::warn!(
                     request_id = %x.request_id.to_str().unwrap_or_default(),
-                    route = %route.prefix,
+                    route = %route.spec.name(),
                     upstream = %backend.label,
                     timeout_ms = route.timeout.as_millis() as u64,
                     "upstream timeout"

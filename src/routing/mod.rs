@@ -1,7 +1,12 @@
-//! Routing: path normalization (RFC 3986) and segment-wise longest-prefix
-//! matching with Kubernetes Ingress `pathType: Prefix` semantics.
+//! Routing: path normalization (RFC 3986), the reserved operator paths, and
+//! the route table with Kubernetes Ingress semantics: a host rule first
+//! ([`host`]), then an exact path, then the segment-wise longest prefix
+//! ([`prefix`]).
 
+pub mod host;
 pub mod live;
+pub mod matcher;
 pub mod path;
 pub mod prefix;
+pub mod reserved;
 pub mod table;

@@ -1,43 +1,53 @@
 //! The route table: everything derived from one route file, built completely
-//! (matcher, backends, upstream clients, metric handles, limits) before it is
-//! swapped in, so the request path only looks things up.
+//! (host tables, matchers, backends, upstream clients, metric handles,
+//! limits) before it is swapped in, so the request path only looks things up.
+//!
+//! A lookup is: host table ([`super::host`]), then an exact path in it, then
+//! the longest prefix in it ([`super::prefix`]). Each step is a hash probe or
+//! a radix-tree walk, so its cost does not grow with the number of routes or
+//! hosts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{RouteFile, RouteSpec};
-use crate::observability::metrics::{Metrics, RouteMetrics};
+use crate::config::{DEFAULT_HOST_LABEL, RouteFile, RouteKey, RouteSpec};
+use crate::observability::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::proxy::limits::InflightLimit;
 use crate::proxy::upstream::{Backend, Upstream, UpstreamClients, UpstreamSetupError};
 
-use super::prefix::{PrefixError, PrefixRouter};
+use super::host::HostMatch;
+use super::matcher::RouteMatcher;
+use super::prefix::PrefixError;
 
 /// One route, ready to serve.
 pub struct Route {
     /// The validated route as written in the file.
     pub spec: RouteSpec,
-    /// The configured prefix, also the `route` metric label.
-    pub prefix: Arc<str>,
+    /// The `route` label: the prefix, or `=path` for an exact route.
+    pub label: Arc<str>,
     pub upstream: Upstream,
-    /// Metric handles resolved for this prefix at build time.
+    /// Metric handles resolved for this route's host and label at build time.
     pub metrics: RouteMetrics,
     /// Time allowed until the upstream's response head arrives.
     pub timeout: Duration,
     /// The route's own in-flight ceiling (`max_inflight`), if any.
     pub limit: Option<InflightLimit>,
+    /// Segments in the route's path: what `strip_prefix` removes.
+    strip_segments: usize,
 }
 
 impl Route {
-    /// The path the backend receives: the normalized path, minus the prefix
-    /// when `strip_prefix` is set (never empty: at least `/`).
+    /// The path the backend receives: the normalized path (path parameters
+    /// kept), minus the route's own segments when `strip_prefix` is set
+    /// (never empty: at least `/`). Segments are counted rather than bytes
+    /// compared because the request may carry parameters the route path has
+    /// not (`/billing;v=1/x` under `/billing` becomes `/x`).
     pub fn upstream_path<'p>(&self, path: &'p str) -> &'p str {
-        if !self.spec.strip_prefix || &*self.prefix == "/" {
-            return path;
-        }
-        match path.get(self.prefix.len()..) {
-            Some(rest) if rest.starts_with('/') => rest,
-            _ => "/",
+        if self.spec.strip_prefix {
+            super::path::strip_segments(path, self.strip_segments)
+        } else {
+            path
         }
     }
 }
@@ -45,19 +55,19 @@ impl Route {
 /// Why a valid route file could still not become a table.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{file}:{line}: route {prefix:?}: {source}")]
+    #[error("{file}:{line}: route {route:?}: {source}")]
     Upstream {
         file: String,
         line: usize,
-        prefix: String,
+        route: String,
         #[source]
         source: UpstreamSetupError,
     },
-    #[error("{file}:{line}: route {prefix:?}: {source}")]
+    #[error("{file}:{line}: route {route:?}: {source}")]
     Prefix {
         file: String,
         line: usize,
-        prefix: String,
+        route: String,
         #[source]
         source: PrefixError,
     },
@@ -74,85 +84,145 @@ pub struct BuildContext<'a> {
     pub previous: Option<&'a RouteTable>,
 }
 
+/// The outcome of a lookup: the route, and how the host table was chosen.
+pub struct Selected<'t> {
+    /// `None` when no host rule covers the request and there is no default
+    /// table.
+    pub host: Option<HostMatch>,
+    pub route: Option<&'t Arc<Route>>,
+    /// Where to count the request when `route` is `None`.
+    pub miss: &'t RouteMetrics,
+}
+
 /// A complete, immutable route table.
 pub struct RouteTable {
-    router: PrefixRouter<Arc<Route>>,
-    /// Exact-prefix index, for reload diffs and carrying state across reloads.
-    by_prefix: HashMap<Arc<str>, Arc<Route>>,
+    matcher: RouteMatcher<Arc<Route>>,
+    /// `route="none"` handles per host table (indexed like the matcher's
+    /// host tables), so a 404 is counted against the host that answered it.
+    misses: Vec<RouteMetrics>,
+    /// In file order, for listings and `/routes`.
+    routes: Vec<Arc<Route>>,
+    /// For reload diffs and carrying state across reloads.
+    by_key: HashMap<RouteKey, Arc<Route>>,
+    /// `host="*", route="none"`: requests no host table took.
+    miss: RouteMetrics,
 }
 
 impl RouteTable {
     /// A table with no routes: every path is `404 no_route`.
     pub fn empty() -> Self {
+        Self::empty_with(RouteMetrics::detached(DEFAULT_HOST_LABEL, NO_ROUTE))
+    }
+
+    fn empty_with(miss: RouteMetrics) -> Self {
         RouteTable {
-            router: PrefixRouter::new(),
-            by_prefix: HashMap::new(),
+            matcher: RouteMatcher::new(),
+            misses: Vec::new(),
+            routes: Vec::new(),
+            by_key: HashMap::new(),
+            miss,
         }
     }
 
     pub fn build(file: &RouteFile, ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
         let file_name = file.source.display().to_string();
-        let mut router = PrefixRouter::new();
-        let mut by_prefix = HashMap::with_capacity(file.routes.len());
+        let mut table = Self::empty_with(ctx.metrics.route(DEFAULT_HOST_LABEL, NO_ROUTE));
+        table.routes.reserve(file.routes.len());
+        table.by_key.reserve(file.routes.len());
         for spec in &file.routes {
-            let client = ctx
-                .clients
-                .for_route(spec.ca_file.as_deref())
-                .map_err(|source| BuildError::Upstream {
+            let route =
+                Arc::new(
+                    Self::route(spec, ctx).map_err(|source| BuildError::Upstream {
+                        file: file_name.clone(),
+                        line: spec.line,
+                        route: spec.name(),
+                        source,
+                    })?,
+                );
+            let index = table
+                .matcher
+                .insert(spec.host.as_ref(), spec.exact, &spec.path, route.clone())
+                .map_err(|source| BuildError::Prefix {
                     file: file_name.clone(),
                     line: spec.line,
-                    prefix: spec.prefix.clone(),
+                    route: spec.name(),
                     source,
                 })?;
-            let backends = spec.backends.iter().map(Backend::from).collect();
-            let route = Route {
-                prefix: Arc::from(spec.prefix.as_str()),
-                upstream: Upstream::new(backends, client),
-                metrics: ctx.metrics.route(&spec.prefix),
-                timeout: spec.timeout.unwrap_or(ctx.default_timeout),
-                limit: spec.max_inflight.map(|n| {
-                    ctx.previous
-                        .and_then(|t| t.get(&spec.prefix))
-                        .filter(|old| old.spec.max_inflight == Some(n))
-                        .and_then(|old| old.limit.clone())
-                        .unwrap_or_else(|| InflightLimit::new(n, None))
-                }),
-                spec: spec.clone(),
-            };
-            let route = Arc::new(route);
-            by_prefix.insert(route.prefix.clone(), route.clone());
-            router
-                .insert(&spec.prefix, route)
-                .map_err(|e| BuildError::Prefix {
-                    file: file_name.clone(),
-                    line: spec.line,
-                    prefix: spec.prefix.clone(),
-                    source: e,
-                })?;
+            if index == table.misses.len() {
+                table
+                    .misses
+                    .push(ctx.metrics.route(&spec.host_label(), NO_ROUTE));
+            }
+            table.by_key.insert(spec.key(), route.clone());
+            table.routes.push(route);
         }
-        Ok(RouteTable { router, by_prefix })
+        Ok(table)
     }
 
-    /// The route for a normalized path, if any.
+    fn route(spec: &RouteSpec, ctx: &BuildContext<'_>) -> Result<Route, UpstreamSetupError> {
+        let client = ctx.clients.for_route(spec.ca_file.as_deref())?;
+        let backends = spec.backends.iter().map(Backend::from).collect();
+        let label = spec.label();
+        Ok(Route {
+            upstream: Upstream::new(backends, client),
+            metrics: ctx.metrics.route(&spec.host_label(), &label),
+            label: Arc::from(label),
+            timeout: spec.timeout.unwrap_or(ctx.default_timeout),
+            limit: spec.max_inflight.map(|n| {
+                ctx.previous
+                    .and_then(|t| t.get(&spec.key()))
+                    .filter(|old| old.spec.max_inflight == Some(n))
+                    .and_then(|old| old.limit.clone())
+                    .unwrap_or_else(|| InflightLimit::new(n, None))
+            }),
+            strip_segments: super::path::segments(&spec.path),
+            spec: spec.clone(),
+        })
+    }
+
+    /// The route for a request's `Host` value and its path as matching reads
+    /// it (normalized, path parameters cut: [`super::path::without_params`]).
+    #[inline]
+    pub fn select(&self, host: Option<&str>, path: &str) -> Selected<'_> {
+        match self.matcher.lookup(host, path) {
+            None => Selected {
+                host: None,
+                route: None,
+                miss: &self.miss,
+            },
+            Some(m) => Selected {
+                host: Some(m.host),
+                route: m.route.map(|(route, _)| route),
+                miss: self.misses.get(m.table).unwrap_or(&self.miss),
+            },
+        }
+    }
+
+    /// The route for a path in the default table (routes without host).
     pub fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
-        self.router.lookup(path)
+        self.select(None, path).route
     }
 
-    /// The route with exactly this prefix.
-    pub fn get(&self, prefix: &str) -> Option<&Arc<Route>> {
-        self.by_prefix.get(prefix)
+    /// The route with exactly this key.
+    pub fn get(&self, key: &RouteKey) -> Option<&Arc<Route>> {
+        self.by_key.get(key)
     }
 
     /// Routes in file order.
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
-        self.router.iter().map(|(_, r)| r)
+        self.routes.iter()
+    }
+
+    /// Number of host rules (the default table not counted).
+    pub fn hosts(&self) -> usize {
+        self.matcher.hosts()
     }
 
     pub fn len(&self) -> usize {
-        self.router.len()
+        self.routes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.router.is_empty()
+        self.routes.is_empty()
     }
 }

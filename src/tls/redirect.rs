@@ -32,7 +32,7 @@ impl HttpsRedirect {
             } else {
                 format!(":{https_port}")
             },
-            metrics: metrics.route(NO_ROUTE),
+            metrics: metrics.route(crate::config::DEFAULT_HOST_LABEL, NO_ROUTE),
         }
     }
 

@@ -419,14 +419,20 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
         v["routes"],
         serde_json::json!([
             {
+                "host": null,
                 "prefix": "/billing",
+                "exact": null,
+                "route": "/billing",
                 "backends": [a.url()],
                 "strip_prefix": true,
                 "timeout_ms": 5000,
                 "max_inflight": 10,
             },
             {
+                "host": null,
                 "prefix": "/orders",
+                "exact": null,
+                "route": "/orders",
                 "backends": [a.url(), b.url()],
                 "strip_prefix": false,
                 // limits.upstream_timeout's default.
@@ -550,7 +556,12 @@ async fn metrics_parse_and_count_exactly_what_was_sent() {
         value(
             &s,
             "portico_requests_total",
-            &[("route", route), ("method", method), ("status", status)],
+            &[
+                ("host", "*"),
+                ("route", route),
+                ("method", method),
+                ("status", status),
+            ],
         )
     };
     assert_eq!(req("/billing", "GET", "200"), 3.0);
@@ -563,7 +574,7 @@ async fn metrics_parse_and_count_exactly_what_was_sent() {
         value(
             &s,
             "portico_upstream_errors_total",
-            &[("route", route), ("kind", kind)],
+            &[("host", "*"), ("route", route), ("kind", kind)],
         )
     };
     assert_eq!(errors("/dead", "connect"), 2.0);
@@ -596,7 +607,7 @@ async fn metrics_parse_and_count_exactly_what_was_sent() {
             value(
                 &s,
                 "portico_request_duration_seconds_count",
-                &[("route", route)]
+                &[("host", "*"), ("route", route)]
             ),
             n,
             "{route}"
@@ -734,7 +745,12 @@ async fn public_listener_404s_operator_paths_and_counts_them_as_none() {
         value(
             &s,
             "portico_requests_total",
-            &[("route", "none"), ("method", "GET"), ("status", "404")]
+            &[
+                ("host", "*"),
+                ("route", "none"),
+                ("method", "GET"),
+                ("status", "404")
+            ]
         ),
         n
     );

@@ -341,10 +341,12 @@ async fn unreachable_backend_is_502_and_slow_backend_is_504() {
 
     let text = gw.metrics.render();
     assert!(
-        text.contains(r#"portico_upstream_errors_total{kind="connect",route="/dead"} 1"#),
+        text.contains(r#"portico_upstream_errors_total{host="*",kind="connect",route="/dead"} 1"#),
         "{text}"
     );
-    assert!(text.contains(r#"portico_upstream_errors_total{kind="timeout",route="/slow"} 1"#));
+    assert!(
+        text.contains(r#"portico_upstream_errors_total{host="*",kind="timeout",route="/slow"} 1"#)
+    );
     gw.shutdown().await;
 }
 
