@@ -155,11 +155,7 @@ pub async fn start(
         return Err(StartError::MissingHttpsListener);
     }
     let https = match (listeners.https, &cfg.tls) {
-        (Some(l), Some(tls)) => Some((
-            l,
-            Arc::new(TlsTerminator::load(tls)?),
-            tls.handshake_timeout,
-        )),
+        (Some(l), Some(tls)) => Some((l, Arc::new(TlsTerminator::load(tls)?), tls)),
         (Some(_), None) => return Err(StartError::MissingTls),
         (None, _) => None,
     };
@@ -182,13 +178,14 @@ pub async fn start(
         }
         None => None,
     };
-    if let Some((l, terminator, handshake_timeout)) = https {
+    if let Some((l, terminator, tls)) = https {
         log_listening(ListenerKind::Https, https_addr);
         let opts = ServerOptions {
             tls: Some(TlsSetup {
                 acceptor: terminator.acceptor(),
-                handshake_timeout,
+                handshake_timeout: tls.handshake_timeout,
                 errors: metrics.tls_handshake_errors.clone(),
+                misdirected: tls.reject_misdirected.then(|| terminator.resolver()),
             }),
             ..options(ListenerKind::Https)
         };

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::proxy::body::GatewayBody;
+use crate::tls::{CertNames, SniResolver};
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +46,18 @@ impl ListenerKind {
 }
 
 /// What a service knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The TCP peer: the only client address Portico trusts.
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub listener: ListenerKind,
     pub tls: bool,
+    /// On TLS, the names of the certificate the connection was served with,
+    /// when `tls.reject_misdirected` is on: a request for any other host is
+    /// answered `421`, so a connection opened for one name (HTTP/2 reuses
+    /// connections) cannot reach another host's routes.
+    pub tls_names: Option<Arc<CertNames>>,
 }
 
 /// A request handler. Infallible by construction: errors are responses.
@@ -71,6 +77,9 @@ pub struct TlsSetup {
     pub handshake_timeout: Duration,
     /// `portico_tls_handshake_errors_total`.
     pub errors: IntCounter,
+    /// The certificates, to learn which names a connection may serve
+    /// (`tls.reject_misdirected`); `None` turns that check off.
+    pub misdirected: Option<Arc<SniResolver>>,
 }
 
 /// How one listener serves connections.
@@ -128,6 +137,7 @@ pub async fn serve<S: Service>(
             local: tcp.local_addr().ok().or(local).unwrap_or(peer),
             listener: opts.kind,
             tls: opts.tls.is_some(),
+            tls_names: None,
         };
         let task = Connection {
             service: service.clone(),
@@ -209,7 +219,7 @@ impl Drop for OpenGuard {
 }
 
 impl<S: Service> Connection<S> {
-    async fn run(self, tcp: TcpStream, conn: ConnInfo) {
+    async fn run(self, tcp: TcpStream, mut conn: ConnInfo) {
         self.gauge.inc();
         let _open = OpenGuard(self.gauge.clone());
         match &self.tls {
@@ -219,7 +229,12 @@ impl<S: Service> Connection<S> {
                     tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(tcp));
                 match handshake.await {
                     Ok(Ok(stream)) => {
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let session = stream.get_ref().1;
+                        let h2 = session.alpn_protocol() == Some(b"h2");
+                        conn.tls_names = tls
+                            .misdirected
+                            .as_ref()
+                            .map(|certs| certs.current().covering(session.server_name()));
                         self.serve_http(stream, conn, h2).await
                     }
                     Ok(Err(e)) => {
@@ -246,9 +261,11 @@ impl<S: Service> Connection<S> {
         let activity = Activity::new(h2);
         let service = self.service.clone();
         let requests = activity.clone();
+        let per_request = conn.clone();
         let svc = service_fn(move |req| {
             let service = service.clone();
             let active = requests.request_started();
+            let conn = per_request.clone();
             async move {
                 let resp = service.call(req, conn).await;
                 drop(active);

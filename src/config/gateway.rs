@@ -55,6 +55,11 @@ pub struct TlsSettings {
     /// A client that has not finished its handshake by then is dropped, so
     /// half-open TLS connections cannot pin connection permits.
     pub handshake_timeout: Duration,
+    /// Answer `421 misdirected_request` when a request's host is not covered
+    /// by the certificate its connection was served with (default on). Off
+    /// is for setups where clients are known to reuse connections across
+    /// names the certificate does not list.
+    pub reject_misdirected: bool,
 }
 
 /// One PEM certificate chain and its private key, resolved against the
@@ -165,7 +170,7 @@ const TOP_KEYS: &[&str] = &[
     "shutdown",
 ];
 const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_to_https", "redirect_port"];
-const TLS_KEYS: &[&str] = &["certificates", "handshake_timeout"];
+const TLS_KEYS: &[&str] = &["certificates", "handshake_timeout", "reject_misdirected"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
 const OPERATOR_KEYS: &[&str] = &["listen", "allow", "token_file"];
 const LIMITS_KEYS: &[&str] = &[
@@ -346,6 +351,9 @@ fn tls(c: &mut Checker<'_>, node: &Node, base: &Path) -> Option<TlsSettings> {
         .map_or(Some(DEFAULT_HANDSHAKE_TIMEOUT), |n| {
             c.duration(n, "tls.handshake_timeout", false)
         });
+    let reject_misdirected = m
+        .get("reject_misdirected")
+        .map_or(Some(true), |n| c.boolean(n, "tls.reject_misdirected"));
     let hint = "list cert/key pairs, e.g. certificates: [{cert: tls.crt, key: tls.key}]";
     let entry = c.required(&m, "certificates", "tls", hint)?;
     let items = c.list(&entry.value, "tls.certificates", "{cert, key} pairs")?;
@@ -391,6 +399,7 @@ fn tls(c: &mut Checker<'_>, node: &Node, base: &Path) -> Option<TlsSettings> {
     Some(TlsSettings {
         certificates,
         handshake_timeout: handshake_timeout?,
+        reject_misdirected: reject_misdirected?,
     })
 }
 

@@ -22,6 +22,10 @@ pub enum ProxyError {
     BadHead(#[from] super::headers::HeadError),
     #[error("no route matches this path")]
     NoRoute,
+    #[error(
+        "this connection's certificate does not cover the requested host; open a new connection for it"
+    )]
+    Misdirected,
     #[error("no route table is loaded yet")]
     NotReady,
     #[error("request body exceeds the limit of {limit} bytes")]
@@ -46,6 +50,7 @@ impl ProxyError {
             ProxyError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ProxyError::BadHead(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            ProxyError::Misdirected => (StatusCode::MISDIRECTED_REQUEST, "misdirected_request"),
             ProxyError::NotReady => (StatusCode::NOT_FOUND, "no_route"),
             ProxyError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ProxyError::HeadersTooLarge { .. } => (

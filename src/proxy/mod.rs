@@ -143,6 +143,11 @@ impl Gateway {
         });
         x.host = host.clone();
         let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+        if let Some(names) = &conn.tls_names
+            && misdirected(names, host_str)
+        {
+            return Err(ProxyError::Misdirected);
+        }
         let table = self.live.current();
         let selected = table.select(host_str, &matching);
         let Some(route) = selected.route.cloned() else {
@@ -263,6 +268,23 @@ impl Service for Gateway {
     async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<GatewayBody> {
         self.handle(req, conn).await
     }
+}
+
+/// RFC 9110 §15.5.20: a request whose host the connection's certificate
+/// does not cover was sent on the wrong connection (HTTP/2 coalescing, or a
+/// hostile client). A host that is an IP address, or no host at all, is let
+/// through: certificates name DNS names, and such a request can only reach
+/// the routes without host, which serve every host anyway.
+fn misdirected(names: &crate::tls::CertNames, host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let bare = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(name, _)| name);
+    let is_ip = bare.parse::<std::net::Ipv4Addr>().is_ok() || bare.starts_with('[');
+    !is_ip && !names.covers(host)
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

@@ -61,11 +61,54 @@ fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// The host names one certificate (or the certificates one server name can
+/// be answered with) is valid for: what a connection served with it may be
+/// used for (RFC 9110 §15.5.20, `421 Misdirected Request`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CertNames {
+    exact: Vec<Box<str>>,
+    /// `*.example.com` is stored as `example.com`.
+    wildcard: Vec<Box<str>>,
+}
+
+impl CertNames {
+    fn new<'a>(names: impl IntoIterator<Item = &'a String>) -> CertNames {
+        let mut covered = CertNames::default();
+        for name in names {
+            let (list, key) = match name.strip_prefix("*.") {
+                Some(parent) => (&mut covered.wildcard, parent),
+                None => (&mut covered.exact, name.as_str()),
+            };
+            if !list.iter().any(|n| &**n == key) {
+                list.push(key.into());
+            }
+        }
+        covered
+    }
+
+    /// Whether a request `Host` value (any case, port allowed) is covered:
+    /// an exact name, or one label in front of a wildcard's parent.
+    pub fn covers(&self, host: &str) -> bool {
+        let mut buf = [0u8; 253];
+        let Some(name) = crate::routing::host::host_name(host, &mut buf) else {
+            return false;
+        };
+        if self.exact.iter().any(|n| **n == *name) {
+            return true;
+        }
+        name.split_once('.').is_some_and(|(first, parent)| {
+            !first.is_empty() && self.wildcard.iter().any(|w| **w == *parent)
+        })
+    }
+}
+
 /// One loaded certificate chain with its key.
 pub struct LoadedCert {
     pub key: Arc<CertifiedKey>,
     /// Names from the leaf's subjectAltName, lowercased.
     pub names: Vec<String>,
+    /// The same names, indexed for the per-request `421` check.
+    pub covered: Arc<CertNames>,
     pub leaf: LeafInfo,
     pub cert_path: PathBuf,
 }
@@ -133,6 +176,20 @@ impl CertStore {
             .and_then(|n| self.lookup(n))
             .map_or(0, |candidates| self.compatible(candidates, schemes));
         &self.certs[i].key
+    }
+
+    /// The names a connection that sent `server_name` may be used for: those
+    /// of the certificate [`pick`](Self::pick) serves it. When several
+    /// certificates carry the name (an RSA and an ECDSA one) the client's
+    /// choice is not known after the handshake, so their names are joined.
+    pub fn covering(&self, server_name: Option<&str>) -> Arc<CertNames> {
+        match server_name.and_then(|n| self.lookup(n)) {
+            None => self.certs[0].covered.clone(),
+            Some([only]) => self.certs[*only].covered.clone(),
+            Some(several) => Arc::new(CertNames::new(
+                several.iter().flat_map(|&i| &self.certs[i].names),
+            )),
+        }
     }
 
     fn lookup(&self, name: &str) -> Option<&[usize]> {
@@ -235,6 +292,7 @@ fn load_pair(pair: &PairBytes, provider: &CryptoProvider) -> Result<LoadedCert, 
     Ok(LoadedCert {
         key: Arc::new(certified),
         names: leaf.dns_names.clone(),
+        covered: Arc::new(CertNames::new(&leaf.dns_names)),
         leaf,
         cert_path: pair.cert_path.clone(),
     })
@@ -376,6 +434,40 @@ mod tests {
         ];
         for (sni, want) in cases {
             assert_eq!(picked(&s, *sni), *want, "{sni:?}");
+        }
+    }
+
+    #[test]
+    fn a_connection_covers_the_names_of_the_certificate_it_was_served() {
+        let s = store(&[
+            pair(&["default.test"], &rcgen::PKCS_ECDSA_P256_SHA256),
+            pair(
+                &["*.example.com", "example.com"],
+                &rcgen::PKCS_ECDSA_P256_SHA256,
+            ),
+            pair(&["dual.test", "rsa-only.test"], &rcgen::PKCS_ED25519),
+            pair(
+                &["dual.test", "ecdsa-only.test"],
+                &rcgen::PKCS_ECDSA_P256_SHA256,
+            ),
+        ]);
+        let cases: &[(Option<&str>, &str, bool)] = &[
+            (None, "default.test", true),
+            (None, "example.com", false),
+            (Some("unknown.test"), "default.test", true),
+            (Some("a.example.com"), "b.example.com", true), // coalescing is allowed
+            (Some("a.example.com"), "B.Example.com:8443", true),
+            (Some("a.example.com"), "example.com.", true),
+            (Some("a.example.com"), "x.y.example.com", false),
+            (Some("a.example.com"), "default.test", false),
+            (Some("a.example.com"), "", false),
+            (Some("a.example.com"), "[::1]:443", false),
+            (Some("dual.test"), "rsa-only.test", true),
+            (Some("dual.test"), "ecdsa-only.test", true),
+            (Some("dual.test"), "default.test", false),
+        ];
+        for (sni, host, want) in cases {
+            assert_eq!(s.covering(*sni).covers(host), *want, "{sni:?} -> {host:?}");
         }
     }
 

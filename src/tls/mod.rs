@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{CertificatePaths, TlsSettings};
 
-pub use certs::{CertStore, SniResolver};
+pub use certs::{CertNames, CertStore, SniResolver};
 pub use redirect::HttpsRedirect;
 
 /// How often the certificate files are checked for new content.
@@ -145,6 +145,11 @@ impl TlsTerminator {
 
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.config.clone()
+    }
+
+    /// The SNI resolver, which always holds the certificates in use.
+    pub fn resolver(&self) -> Arc<SniResolver> {
+        self.resolver.clone()
     }
 
     /// The certificates in use now.

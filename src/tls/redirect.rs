@@ -102,6 +102,7 @@ mod tests {
             local: "10.0.0.1:8080".parse().unwrap(),
             listener: ListenerKind::Http,
             tls: false,
+            tls_names: None,
         }
     }
 
