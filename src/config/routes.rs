@@ -522,9 +522,15 @@ fn route_path(
     label: &str,
 ) -> Option<(bool, String, super::yaml::Pos)> {
     let (key, exact, entry) = match (m.entry("prefix"), m.entry("exact")) {
-        (Some(_), Some(both)) => {
+        (Some(prefix), Some(exact)) => {
+            // Point at whichever of the two keys comes second.
+            let second = if prefix.key_pos > exact.key_pos {
+                prefix
+            } else {
+                exact
+            };
             c.error(
-                both.key_pos,
+                second.key_pos,
                 format!("{label}: set either prefix or exact, not both (exact matches only that path; add a second route for the prefix)"),
             );
             return None;

@@ -42,6 +42,11 @@ pub enum PathError {
     /// `%` not followed by two hex digits (`%`, `%G1`, `%1`).
     #[error("path contains an invalid percent-encoding")]
     BadEncoding,
+    /// A segment that is `.` or `..` followed by an encoded `;` (`..%3B`).
+    /// Portico reads `%3B` as data, but a backend that decodes before it cuts
+    /// path parameters would read `..`: refused, as encoded slashes are.
+    #[error("path contains a dot-segment followed by an encoded ';'")]
+    AmbiguousDotSegment,
     /// The path does not start with `/` (also the empty path).
     #[error("path must start with '/'")]
     NotAbsolute,
@@ -140,9 +145,15 @@ fn is_normalized_exact(b: &[u8]) -> bool {
 /// segment and must stay on the fast path.)
 #[inline]
 fn is_dot_segment(rest: &[u8]) -> bool {
+    // `.%3B` and `..%3B` are refused by the slow path; send them there.
     matches!(
         rest,
-        [b'.'] | [b'.', b'/' | b';', ..] | [b'.', b'.'] | [b'.', b'.', b'/' | b';', ..]
+        [b'.']
+            | [b'.', b'/' | b';', ..]
+            | [b'.', b'%', b'3', b'B' | b'b', ..]
+            | [b'.', b'.']
+            | [b'.', b'.', b'/' | b';', ..]
+            | [b'.', b'.', b'%', b'3', b'B' | b'b', ..]
     )
 }
 
@@ -168,6 +179,9 @@ fn normalize_slow(path: &str) -> Result<String, PathError> {
         // is where the parameters begin, as the client meant it.
         let segment = &out[start + 1..];
         let name = segment.split_once(';').map_or(segment, |(name, _)| name);
+        if name.starts_with(".%3B") || name.starts_with("..%3B") {
+            return Err(PathError::AmbiguousDotSegment);
+        }
         match name {
             "" | "." => {
                 out.truncate(start);
@@ -408,8 +422,13 @@ mod tests {
             Ok("/billing/reports;jsessionid=abc"),
         ),
         ("/a;b;c/d", Ok("/a;b;c/d")),
-        ("/a%3Bb/..%3B/c", Ok("/a%3Bb/..%3B/c")), // %3B is data, not a separator
+        ("/a%3Bb/c%3B/d", Ok("/a%3Bb/c%3B/d")), // %3B is data, not a separator
         ("/a%3bx", Ok("/a%3Bx")),
+        ("/a/..%3B/metrics", Err(AmbiguousDotSegment)),
+        ("/a/.%3bx/metrics", Err(AmbiguousDotSegment)),
+        ("/a/%2e%2e%3b/metrics", Err(AmbiguousDotSegment)),
+        ("/a/...%3B/b", Ok("/a/...%3B/b")),
+        ("/a/x..%3B/b", Ok("/a/x..%3B/b")),
         ("/a;x%2Fy", Err(EncodedSeparator)),
     ];
 

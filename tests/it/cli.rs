@@ -149,6 +149,137 @@ fn routes_match_explains_the_choice() {
     );
 }
 
+#[test]
+fn check_reports_host_and_exact_errors_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = "\
+routes:
+  - host: api.example.com
+    prefix: /billing
+    backend: http://billing:8080
+  - host: API.example.com
+    prefix: /billing
+    backend: http://other:8080
+  - host: a.*.example.com
+    prefix: /x
+    backend: http://x:1
+  - host: bücher.example
+    prefix: /y
+    backend: http://y:1
+  - exact: /healthz
+    backend: http://h:1
+  - exact: /a
+    prefix: /a
+    backend: http://a:1
+";
+    let routes_path = write(dir.path(), "routes.yaml", routes);
+    let cfg = write(
+        dir.path(),
+        "portico.yaml",
+        "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n",
+    );
+    let out = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = routes_path.display().to_string();
+    for (line, col, needle) in [
+        (
+            6,
+            13,
+            "duplicate prefix \"/billing\" in host api.example.com, already used by the route at line 2",
+        ),
+        (8, 11, "a wildcard is only allowed as the whole first label"),
+        (11, 11, "punycode (IDNA)"),
+        (14, 12, "exact is reserved: /healthz"),
+        (17, 5, "set either prefix or exact, not both"),
+    ] {
+        let prefix = format!("{file}:{line}:{col}: ");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(needle)),
+            "expected {prefix}...{needle} in:\n{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 5, "{err}");
+}
+
+#[test]
+fn routes_match_explains_the_host_table_and_path_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "routes.yaml",
+        "routes:
+  - prefix: /
+    backend: http://root:80
+  - host: api.example.com
+    prefix: /billing
+    backend: http://billing:8080
+    strip_prefix: true
+  - host: api.example.com
+    exact: /billing/status
+    backend: http://status:8080
+  - host: '*.example.com'
+    prefix: /
+    backend: http://wild:80
+",
+    );
+    let cfg = write(
+        dir.path(),
+        "portico.yaml",
+        "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n",
+    );
+    let c = cfg.to_str().unwrap();
+    let explain = |path: &str, host: &str| {
+        let out = run(&["routes", "--config", c, "--match", path, "--host", host]);
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = explain("/billing;jsessionid=1/x?q=1", "API.example.com:8443");
+    for needle in [
+        "matched as: /billing/x (path parameters",
+        "host:    API.example.com:8443 -> host table api.example.com (exact host rule)",
+        "route:   /billing (line 4)",
+        "upstream path: /x?q=1",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
+    let text = explain("/billing/status", "api.example.com");
+    assert!(
+        text.contains("route:   =/billing/status (line 8)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("exact path, preferred over: /billing"),
+        "{text}"
+    );
+    let text = explain("/orders", "api.example.com");
+    assert!(text.contains("404 no_route (no route of this host table matches; other host tables are not consulted)"), "{text}");
+    let text = explain("/orders", "www.example.com");
+    assert!(
+        text.contains("host table *.example.com (wildcard rule"),
+        "{text}"
+    );
+    let text = explain("/orders", "example.org");
+    assert!(text.contains("the routes without host"), "{text}");
+    assert!(text.contains("route:   / (line 2)"), "{text}");
+    let text = explain("/foo/..;/metrics", "example.org");
+    assert!(text.contains("normalized: /metrics"), "{text}");
+    assert!(text.contains("reserved operator path"), "{text}");
+    let text = explain("/Metrics;x=1", "example.org");
+    assert!(text.contains("reserved operator path"), "{text}");
+
+    let out = run(&["routes", "--config", c]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("HOST"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("api.example.com") && l.contains("=/billing/status")),
+        "{table}"
+    );
+}
+
 /// The example files shipped in the repository stay valid.
 #[test]
 fn shipped_example_config_passes_check() {

@@ -10,6 +10,7 @@ mod limits;
 mod operator;
 mod proxy;
 mod reload;
+mod routing;
 mod shutdown;
 mod streaming;
 mod tls;

@@ -935,3 +935,111 @@ async fn hostile_handshakes_are_counted_and_the_listener_keeps_serving() {
     );
     gw.shutdown().await;
 }
+
+/// Routes for two hosts, each with its own certificate, plus a wildcard
+/// certificate: what the 421 tests connect to.
+async fn two_host_gateway(
+    tls_extra: &str,
+) -> (
+    TestGateway,
+    std::net::SocketAddr,
+    TestCa,
+    [Backend; 3],
+    tempfile::TempDir,
+) {
+    let ca = TestCa::new("ca");
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = [
+        ca.leaf(&["a.test"], Key::EcdsaP256).write(dir.path(), "a"),
+        ca.leaf(&["b.test"], Key::EcdsaP256).write(dir.path(), "b"),
+        ca.leaf(&["*.w.test"], Key::EcdsaP256)
+            .write(dir.path(), "w"),
+    ];
+    let backends = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("w").await,
+    ];
+    let routes = format!(
+        "routes:\n  - host: a.test\n    prefix: /\n    backend: {}\n  - host: b.test\n    prefix: /\n    backend: {}\n  - host: '*.w.test'\n    prefix: /\n    backend: {}\n",
+        backends[0].url(),
+        backends[1].url(),
+        backends[2].url()
+    );
+    let (gw, https) = tls_gateway(&routes, &pairs, tls_extra).await;
+    (gw, https, ca, backends, dir)
+}
+
+// An HTTP/2 connection opened (and authenticated) for a.test must not be
+// reused to reach b.test's routes: RFC 9110 §15.5.20.
+#[tokio::test]
+async fn a_connection_reused_for_a_host_its_certificate_does_not_cover_is_421() {
+    let (gw, https, ca, [a, b, w], _dir) = two_host_gateway("").await;
+    for alpn in ["h2", "http/1.1"] {
+        let s = certs::connect(https, "a.test", ca.client(&[alpn]))
+            .await
+            .unwrap();
+        assert_eq!(certs::alpn(&s).as_deref(), Some(alpn));
+        let mut tx = Sender::over(s).await;
+        let r = tx.get("a.test", "/x").await;
+        assert_eq!(
+            (r.status.as_u16(), r.json()["backend"].as_str()),
+            (200, Some("a"))
+        );
+        for host in ["b.test", "B.TEST:443", "x.w.test", "unknown.test"] {
+            let r = tx.get(host, "/x").await;
+            assert_eq!(r.status, 421, "{alpn} {host}: {}", r.text());
+            assert_eq!(r.json()["error"], "misdirected_request");
+            assert!(r.header("x-request-id").is_some());
+        }
+        // The connection is still good for its own host.
+        let r = tx.get("A.test:443", "/y").await;
+        assert_eq!(r.status, 200, "{alpn}");
+    }
+    assert!(b.seen().is_empty() && w.seen().is_empty());
+    assert_eq!(a.seen().len(), 4);
+
+    // A connection of its own reaches b.test; a wildcard certificate covers
+    // every name under it, so reusing its connection there is fine.
+    let s = certs::connect(https, "b.test", ca.client(&["h2"]))
+        .await
+        .unwrap();
+    assert_eq!(Sender::over(s).await.get("b.test", "/").await.status, 200);
+    let s = certs::connect(https, "one.w.test", ca.client(&["h2"]))
+        .await
+        .unwrap();
+    let mut tx = Sender::over(s).await;
+    for host in ["one.w.test", "two.w.test"] {
+        let r = tx.get(host, "/").await;
+        assert_eq!(
+            (r.status.as_u16(), r.json()["backend"].as_str()),
+            (200, Some("w"))
+        );
+    }
+    assert_eq!(tx.get("a.w.w.test", "/").await.status, 421);
+    let text = gw.metrics.render();
+    assert!(
+        text.contains(
+            r#"portico_requests_total{host="*",method="GET",route="none",status="421"} 9"#
+        ),
+        "{text}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn reject_misdirected_false_lets_a_shared_connection_reach_any_host() {
+    let (gw, https, ca, [_a, b, _w], _dir) =
+        two_host_gateway("  reject_misdirected: false\n").await;
+    let s = certs::connect(https, "a.test", ca.client(&["h2"]))
+        .await
+        .unwrap();
+    let mut tx = Sender::over(s).await;
+    let r = tx.get("b.test", "/x").await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["backend"].as_str()),
+        (200, Some("b"))
+    );
+    assert_eq!(b.seen().len(), 1);
+    gw.shutdown().await;
+}

@@ -10,3 +10,4 @@ pub mod certs;
 pub mod client;
 pub mod configmap;
 pub mod gateway;
+pub mod servlet;
