@@ -77,7 +77,7 @@ impl Reloader {
             default_timeout: self.default_timeout,
             previous: self.live.is_loaded().then_some(&*previous),
         };
-        let table = match RouteTable::build(&file, &ctx) {
+        let table = match RouteTable::build(file, &ctx) {
             Ok(t) => t,
             Err(e) => return self.reject(sha, crate::proxy::error_chain(&e)),
         };

@@ -48,13 +48,17 @@ impl<T> HostRouter<T> {
     pub fn entry(&mut self, host: Option<&HostPattern>, make: impl FnOnce() -> T) -> &mut T {
         match host {
             None => self.default.get_or_insert_with(make),
-            Some(HostPattern::Exact(name)) => {
-                self.exact.entry(name.as_str().into()).or_insert_with(make)
-            }
-            Some(HostPattern::Wildcard(parent)) => self
-                .wildcard
-                .entry(parent.as_str().into())
-                .or_insert_with(make),
+            Some(HostPattern::Exact(name)) => entry(&mut self.exact, name, make),
+            Some(HostPattern::Wildcard(parent)) => entry(&mut self.wildcard, parent, make),
+        }
+    }
+
+    /// The value for exactly this host rule, if it has one.
+    pub fn get(&self, host: Option<&HostPattern>) -> Option<&T> {
+        match host {
+            None => self.default.as_ref(),
+            Some(HostPattern::Exact(name)) => self.exact.get(name.as_str()),
+            Some(HostPattern::Wildcard(parent)) => self.wildcard.get(parent.as_str()),
         }
     }
 
@@ -91,6 +95,19 @@ impl<T> Default for HostRouter<T> {
     fn default() -> Self {
         HostRouter::new()
     }
+}
+
+/// `map[key]`, made with `make` if absent; the key is only copied then (a
+/// large table has many routes per host).
+fn entry<'m, T>(
+    map: &'m mut HashMap<Box<str>, T>,
+    key: &str,
+    make: impl FnOnce() -> T,
+) -> &'m mut T {
+    if !map.contains_key(key) {
+        map.insert(key.into(), make());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 /// The longest DNS name (RFC 1035); a longer host can match no rule.

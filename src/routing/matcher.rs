@@ -100,6 +100,26 @@ impl<T> RouteMatcher<T> {
         })
     }
 
+    /// The value of exactly this route (host rule, kind and path), as
+    /// inserted; not a request lookup.
+    pub fn get(&self, host: Option<&HostPattern>, exact: bool, path: &str) -> Option<&T> {
+        let paths = self.hosts.get(host)?;
+        if exact {
+            paths.exact.get(path)
+        } else {
+            paths
+                .prefixes
+                .lookup_entry(path)
+                .filter(|(prefix, _)| *prefix == path)
+                .map(|(_, v)| v)
+        }
+    }
+
+    /// The index of a host rule's table, if it has one.
+    pub fn table_of(&self, host: Option<&HostPattern>) -> Option<usize> {
+        self.hosts.get(host).map(|p| p.index)
+    }
+
     /// Number of host tables, the default one included when it exists.
     pub fn host_tables(&self) -> usize {
         self.tables
@@ -164,6 +184,12 @@ mod tests {
         let hit = m.lookup(Some("api.example.com"), "/billing/x").unwrap();
         assert_eq!(hit.route, Some((&"api", false)));
         assert_eq!((hit.host, hit.table), (HostMatch::Exact, 1));
+        assert_eq!(m.get(Some(&api), false, "/billing"), Some(&"api"));
+        assert_eq!(m.get(Some(&api), false, "/"), None);
+        assert_eq!(m.get(None, false, "/"), Some(&"default"));
+        assert_eq!(m.get(None, true, "/"), None);
+        assert_eq!(m.table_of(Some(&api)), Some(1));
+        assert_eq!(m.table_of(Some(&host("x.example.com"))), None);
         let miss = m.lookup(Some("api.example.com"), "/orders").unwrap();
         assert_eq!((miss.route, miss.table), (None, 1));
         let other = m.lookup(Some("www.example.com"), "/orders").unwrap();

@@ -7,14 +7,15 @@
 //! a radix-tree walk, so its cost does not grow with the number of routes or
 //! hosts.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{DEFAULT_HOST_LABEL, RouteFile, RouteKey, RouteSpec};
+use crate::config::{DEFAULT_HOST_LABEL, HostPattern, RouteFile, RouteKey, RouteSpec};
 use crate::observability::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::proxy::limits::InflightLimit;
-use crate::proxy::upstream::{Backend, Upstream, UpstreamClients, UpstreamSetupError};
+use crate::proxy::upstream::{
+    Backend, Upstream, UpstreamClient, UpstreamClients, UpstreamSetupError,
+};
 
 use super::host::HostMatch;
 use super::matcher::RouteMatcher;
@@ -102,8 +103,6 @@ pub struct RouteTable {
     misses: Vec<RouteMetrics>,
     /// In file order, for listings and `/routes`.
     routes: Vec<Arc<Route>>,
-    /// For reload diffs and carrying state across reloads.
-    by_key: HashMap<RouteKey, Arc<Route>>,
     /// `host="*", route="none"`: requests no host table took.
     miss: RouteMetrics,
 }
@@ -119,26 +118,30 @@ impl RouteTable {
             matcher: RouteMatcher::new(),
             misses: Vec::new(),
             routes: Vec::new(),
-            by_key: HashMap::new(),
             miss,
         }
     }
 
-    pub fn build(file: &RouteFile, ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
+    /// Builds the table for a validated file. Takes the file: its routes
+    /// move into the table rather than being copied (100,000 routes is
+    /// plausible, and a reload should stay well under a second).
+    pub fn build(file: RouteFile, ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
         let file_name = file.source.display().to_string();
         let mut table = Self::empty_with(ctx.metrics.route(DEFAULT_HOST_LABEL, NO_ROUTE));
         table.routes.reserve(file.routes.len());
-        table.by_key.reserve(file.routes.len());
-        for spec in &file.routes {
-            let route =
-                Arc::new(
-                    Self::route(spec, ctx).map_err(|source| BuildError::Upstream {
-                        file: file_name.clone(),
-                        line: spec.line,
-                        route: spec.name(),
-                        source,
-                    })?,
-                );
+        for spec in file.routes {
+            let client = ctx
+                .clients
+                .for_route(spec.ca_file.as_deref())
+                .map_err(|source| BuildError::Upstream {
+                    file: file_name.clone(),
+                    line: spec.line,
+                    route: spec.name(),
+                    source,
+                })?;
+            let route = Self::route(spec, client, ctx);
+            let route = Arc::new(route);
+            let spec = &route.spec;
             let index = table
                 .matcher
                 .insert(spec.host.as_ref(), spec.exact, &spec.path, route.clone())
@@ -149,35 +152,50 @@ impl RouteTable {
                     source,
                 })?;
             if index == table.misses.len() {
-                table
-                    .misses
-                    .push(ctx.metrics.route(&spec.host_label(), NO_ROUTE));
+                let miss = ctx
+                    .previous
+                    .and_then(|t| t.miss_of(spec.host.as_ref()))
+                    .cloned()
+                    .unwrap_or_else(|| ctx.metrics.route(&spec.host_label(), NO_ROUTE));
+                table.misses.push(miss);
             }
-            table.by_key.insert(spec.key(), route.clone());
             table.routes.push(route);
         }
         Ok(table)
     }
 
-    fn route(spec: &RouteSpec, ctx: &BuildContext<'_>) -> Result<Route, UpstreamSetupError> {
-        let client = ctx.clients.for_route(spec.ca_file.as_deref())?;
+    fn route(spec: RouteSpec, client: UpstreamClient, ctx: &BuildContext<'_>) -> Route {
         let backends = spec.backends.iter().map(Backend::from).collect();
         let label = spec.label();
-        Ok(Route {
+        let previous = ctx
+            .previous
+            .and_then(|t| t.matcher.get(spec.host.as_ref(), spec.exact, &spec.path));
+        // Same key, same labels: a reload reuses the handles instead of
+        // resolving six label sets per route again (most of a large
+        // table's build time).
+        let metrics = match previous {
+            Some(old) => old.metrics.clone(),
+            None => ctx.metrics.route(&spec.host_label(), &label),
+        };
+        Route {
             upstream: Upstream::new(backends, client),
-            metrics: ctx.metrics.route(&spec.host_label(), &label),
+            metrics,
             label: Arc::from(label),
             timeout: spec.timeout.unwrap_or(ctx.default_timeout),
             limit: spec.max_inflight.map(|n| {
-                ctx.previous
-                    .and_then(|t| t.get(&spec.key()))
+                previous
                     .filter(|old| old.spec.max_inflight == Some(n))
                     .and_then(|old| old.limit.clone())
                     .unwrap_or_else(|| InflightLimit::new(n, None))
             }),
             strip_segments: super::path::segments(&spec.path),
-            spec: spec.clone(),
-        })
+            spec,
+        }
+    }
+
+    /// The previous table's `route="none"` handles for a host rule.
+    fn miss_of(&self, host: Option<&HostPattern>) -> Option<&RouteMetrics> {
+        self.misses.get(self.matcher.table_of(host)?)
     }
 
     /// The route for a request's `Host` value and its path as matching reads
@@ -205,7 +223,8 @@ impl RouteTable {
 
     /// The route with exactly this key.
     pub fn get(&self, key: &RouteKey) -> Option<&Arc<Route>> {
-        self.by_key.get(key)
+        let (host, exact, path) = key;
+        self.matcher.get(host.as_ref(), *exact, path)
     }
 
     /// Routes in file order.
