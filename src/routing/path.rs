@@ -39,6 +39,11 @@ pub enum PathError {
     /// A raw `\`: some backends (IIS, Windows file servers) treat it as `/`.
     #[error("path contains a backslash")]
     Backslash,
+    /// A percent-encoded overlong (or never valid) UTF-8 sequence:
+    /// `%C0%AE` is `.` and `%C0%AF` is `/` to a lenient decoder (the old
+    /// IIS and Tomcat traversal bypasses). No valid UTF-8 holds these bytes.
+    #[error("path contains an invalid (overlong) UTF-8 encoding")]
+    OverlongUtf8,
     /// `%` not followed by two hex digits (`%`, `%G1`, `%1`).
     #[error("path contains an invalid percent-encoding")]
     BadEncoding,
@@ -265,6 +270,9 @@ fn decode_segment(raw: &str, out: &mut String) -> Result<(), PathError> {
                     _ => return Err(PathError::BadEncoding),
                 };
                 let byte = (hex_val(h) << 4) | hex_val(l);
+                if is_overlong(byte, encoded_at(b, i + 3)) {
+                    return Err(PathError::OverlongUtf8);
+                }
                 match byte {
                     0 => return Err(PathError::Nul),
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
@@ -287,6 +295,30 @@ fn decode_segment(raw: &str, out: &mut String) -> Result<(), PathError> {
     Ok(())
 }
 
+/// The byte a `%XX` at `i` encodes, if there is one.
+fn encoded_at(b: &[u8], i: usize) -> Option<u8> {
+    match (b.get(i), b.get(i + 1), b.get(i + 2)) {
+        (Some(b'%'), Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+            Some((hex_val(h) << 4) | hex_val(l))
+        }
+        _ => None,
+    }
+}
+
+/// Whether an encoded byte (and the encoded byte after it) starts an
+/// overlong or never-valid UTF-8 sequence: `C0`/`C1` (overlong two-byte
+/// forms of ASCII), `F5`-`FF`, `E0` before `80`-`9F` and `F0` before
+/// `80`-`8F` (overlong three- and four-byte forms).
+#[inline]
+fn is_overlong(byte: u8, next: Option<u8>) -> bool {
+    match byte {
+        0xC0 | 0xC1 | 0xF5..=0xFF => true,
+        0xE0 => matches!(next, Some(0x80..=0x9F)),
+        0xF0 => matches!(next, Some(0x80..=0x8F)),
+        _ => false,
+    }
+}
+
 /// RFC 3986 §2.3 unreserved characters: equivalent whether encoded or not,
 /// so they are always decoded.
 #[inline]
@@ -295,10 +327,16 @@ fn is_unreserved(byte: u8) -> bool {
 }
 
 /// Whether a percent-encoded byte is kept encoded in normal form (as opposed
-/// to decoded, or rejected).
+/// to decoded, or rejected). The fast path's view: bytes that may start an
+/// overlong sequence (`E0`, `F0` and the never-valid ones) are left to the
+/// slow path, which looks at the byte after them.
 #[inline]
 fn stays_encoded(byte: u8) -> bool {
-    !is_unreserved(byte) && !matches!(byte, 0 | b'/' | b'\\')
+    !is_unreserved(byte)
+        && !matches!(
+            byte,
+            0 | b'/' | b'\\' | 0xC0 | 0xC1 | 0xE0 | 0xF0 | 0xF5..=0xFF
+        )
 }
 
 #[inline]
@@ -430,6 +468,15 @@ mod tests {
         ("/a/...%3B/b", Ok("/a/...%3B/b")),
         ("/a/x..%3B/b", Ok("/a/x..%3B/b")),
         ("/a;x%2Fy", Err(EncodedSeparator)),
+        // Overlong UTF-8: `.` and `/` to a lenient decoder.
+        ("/a/%C0%AE%C0%AE/metrics", Err(OverlongUtf8)),
+        ("/a/%c0%af/metrics", Err(OverlongUtf8)),
+        ("/a%C1%9C", Err(OverlongUtf8)),
+        ("/a/%E0%80%AE", Err(OverlongUtf8)),
+        ("/a/%F0%80%80%AE", Err(OverlongUtf8)),
+        ("/a%FF", Err(OverlongUtf8)),
+        ("/%E0%A4%B9", Ok("/%E0%A4%B9")), // a real three-byte character (Devanagari)
+        ("/%F0%9F%98%80", Ok("/%F0%9F%98%80")), // and a four-byte one (emoji)
     ];
 
     /// (normalized path, what matching sees).
@@ -535,6 +582,9 @@ mod tests {
             "%3B",
             "%C3%A9",
             "%c3%a9",
+            "%C0%AE",
+            "%E0%80%AE",
+            "%E0%A4%B9",
             "%25",
             "%2f",
             "%5C",
