@@ -20,6 +20,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use portico::config::{RouteFile, parse_route_file};
 use portico::observability::metrics::Metrics;
 use portico::proxy::upstream::{PoolTimeouts, UpstreamClients};
+use portico::routing::host::HostMatch;
 use portico::routing::path::{normalize, without_params};
 use portico::routing::prefix::PrefixRouter;
 use portico::routing::table::{BuildContext, RouteTable};
@@ -156,7 +157,12 @@ fn bench_select(c: &mut Criterion) {
             ),
         ];
         for (name, host, path) in cases {
-            assert!(table.select(Some(host), path).route.is_some(), "{name}");
+            let selected = table.select(Some(host), path);
+            assert!(selected.route.is_some(), "{name}");
+            // With one host there is no wildcard rule to hit.
+            if name == "wildcard_host" && selected.host != Some(HostMatch::Wildcard) {
+                continue;
+            }
             group.bench_with_input(BenchmarkId::new(name, hosts), &(host, path), |b, (h, p)| {
                 b.iter(|| {
                     table

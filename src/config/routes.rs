@@ -86,6 +86,19 @@ impl RouteSpec {
         (self.host.clone(), self.exact, self.path.clone())
     }
 
+    /// Equal in everything but the line number, which moves when other
+    /// routes change.
+    pub fn same_as(&self, other: &RouteSpec) -> bool {
+        self.host == other.host
+            && self.exact == other.exact
+            && self.path == other.path
+            && self.backends == other.backends
+            && self.strip_prefix == other.strip_prefix
+            && self.timeout == other.timeout
+            && self.max_inflight == other.max_inflight
+            && self.ca_file == other.ca_file
+    }
+
     /// Host and path in one word for logs and diffs: `/billing`,
     /// `api.example.com/billing`, `*.example.com=/healthcheck`.
     pub fn name(&self) -> String {

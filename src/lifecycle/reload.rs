@@ -148,7 +148,7 @@ impl RouteDiff {
         for r in new.routes() {
             match old.get(&r.spec.key()) {
                 None => diff.added.push(r.spec.name()),
-                Some(o) if !same_route(&o.spec, &r.spec) => diff.changed.push(r.spec.name()),
+                Some(o) if !o.spec.same_as(&r.spec) => diff.changed.push(r.spec.name()),
                 Some(_) => {}
             }
         }
@@ -159,14 +159,4 @@ impl RouteDiff {
         }
         diff
     }
-}
-
-/// Equal in everything but the line number, which moves when others change.
-fn same_route(a: &crate::config::RouteSpec, b: &crate::config::RouteSpec) -> bool {
-    a.key() == b.key()
-        && a.backends == b.backends
-        && a.strip_prefix == b.strip_prefix
-        && a.timeout == b.timeout
-        && a.max_inflight == b.max_inflight
-        && a.ca_file == b.ca_file
 }

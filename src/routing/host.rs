@@ -14,6 +14,12 @@ use std::collections::HashMap;
 
 use crate::config::HostPattern;
 
+/// The maps of a route table: built once from the route file, then only
+/// read. foldhash (randomly seeded per process) hashes a host name several
+/// times faster than SipHash; flooding defences are not needed because
+/// requests only look keys up and never insert them.
+pub type Map<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+
 /// Which kind of host rule chose the table, for `portico routes --match`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostMatch {
@@ -28,17 +34,17 @@ pub enum HostMatch {
 /// One value per host rule, plus the default.
 #[derive(Debug, Clone)]
 pub struct HostRouter<T> {
-    exact: HashMap<Box<str>, T>,
+    exact: Map<T>,
     /// `*.example.com` is stored under `example.com`.
-    wildcard: HashMap<Box<str>, T>,
+    wildcard: Map<T>,
     default: Option<T>,
 }
 
 impl<T> HostRouter<T> {
     pub fn new() -> Self {
         HostRouter {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: Map::default(),
+            wildcard: Map::default(),
             default: None,
         }
     }
@@ -99,11 +105,7 @@ impl<T> Default for HostRouter<T> {
 
 /// `map[key]`, made with `make` if absent; the key is only copied then (a
 /// large table has many routes per host).
-fn entry<'m, T>(
-    map: &'m mut HashMap<Box<str>, T>,
-    key: &str,
-    make: impl FnOnce() -> T,
-) -> &'m mut T {
+fn entry<'m, T>(map: &'m mut Map<T>, key: &str, make: impl FnOnce() -> T) -> &'m mut T {
     if !map.contains_key(key) {
         map.insert(key.into(), make());
     }

@@ -4,11 +4,9 @@
 //! table and `portico routes --match` both use it, so what the command
 //! explains is what the gateway does.
 
-use std::collections::HashMap;
-
 use crate::config::HostPattern;
 
-use super::host::{HostMatch, HostRouter};
+use super::host::{HostMatch, HostRouter, Map};
 use super::prefix::{PrefixError, PrefixRouter};
 
 /// The routes of one host rule (or of the default table).
@@ -21,7 +19,7 @@ struct Paths<T> {
     pattern: Option<HostPattern>,
     /// Exact routes, checked first: an exact route wins over a prefix route
     /// of the same path.
-    exact: HashMap<Box<str>, T>,
+    exact: Map<T>,
     prefixes: PrefixRouter<T>,
 }
 
@@ -67,7 +65,7 @@ impl<T> RouteMatcher<T> {
         let paths = self.hosts.entry(host, || Paths {
             index: next,
             pattern: host.cloned(),
-            exact: HashMap::new(),
+            exact: Map::default(),
             prefixes: PrefixRouter::new(),
         });
         let index = paths.index;

@@ -23,7 +23,9 @@ use super::prefix::PrefixError;
 
 /// One route, ready to serve.
 pub struct Route {
-    /// The validated route as written in the file.
+    /// The validated route as written in the file. A route unchanged across
+    /// reloads is shared by both tables, so its `line` is from the load
+    /// that first built it.
     pub spec: RouteSpec,
     /// The `route` label: the prefix, or `=path` for an exact route.
     pub label: Arc<str>,
@@ -130,24 +132,38 @@ impl RouteTable {
         let mut table = Self::empty_with(ctx.metrics.route(DEFAULT_HOST_LABEL, NO_ROUTE));
         table.routes.reserve(file.routes.len());
         for spec in file.routes {
-            let client = ctx
-                .clients
-                .for_route(spec.ca_file.as_deref())
-                .map_err(|source| BuildError::Upstream {
-                    file: file_name.clone(),
-                    line: spec.line,
-                    route: spec.name(),
-                    source,
-                })?;
-            let route = Self::route(spec, client, ctx);
-            let route = Arc::new(route);
+            // A shared route keeps the line it was first loaded from; errors
+            // name the line in this file.
+            let line = spec.line;
+            let previous = ctx
+                .previous
+                .and_then(|t| t.matcher.get(spec.host.as_ref(), spec.exact, &spec.path));
+            let route = match previous {
+                // Unchanged (the common case on a reload of a large file):
+                // the route is shared with the previous table, warm state and
+                // all. A route with a CA file is rebuilt, since the file's
+                // contents may have changed under the same name.
+                Some(old) if old.spec.same_as(&spec) && spec.ca_file.is_none() => old.clone(),
+                _ => {
+                    let client =
+                        ctx.clients
+                            .for_route(spec.ca_file.as_deref())
+                            .map_err(|source| BuildError::Upstream {
+                                file: file_name.clone(),
+                                line: spec.line,
+                                route: spec.name(),
+                                source,
+                            })?;
+                    Arc::new(Self::route(spec, client, previous, ctx))
+                }
+            };
             let spec = &route.spec;
             let index = table
                 .matcher
                 .insert(spec.host.as_ref(), spec.exact, &spec.path, route.clone())
                 .map_err(|source| BuildError::Prefix {
                     file: file_name.clone(),
-                    line: spec.line,
+                    line,
                     route: spec.name(),
                     source,
                 })?;
@@ -164,12 +180,16 @@ impl RouteTable {
         Ok(table)
     }
 
-    fn route(spec: RouteSpec, client: UpstreamClient, ctx: &BuildContext<'_>) -> Route {
+    /// A new route; `previous` is the route with the same key in the table
+    /// being replaced, whose metric handles and in-flight counter carry over.
+    fn route(
+        spec: RouteSpec,
+        client: UpstreamClient,
+        previous: Option<&Arc<Route>>,
+        ctx: &BuildContext<'_>,
+    ) -> Route {
         let backends = spec.backends.iter().map(Backend::from).collect();
         let label = spec.label();
-        let previous = ctx
-            .previous
-            .and_then(|t| t.matcher.get(spec.host.as_ref(), spec.exact, &spec.path));
         // Same key, same labels: a reload reuses the handles instead of
         // resolving six label sets per route again (most of a large
         // table's build time).
@@ -243,5 +263,115 @@ impl RouteTable {
 
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::upstream::PoolTimeouts;
+    use std::path::Path;
+
+    fn file(yaml: &str) -> RouteFile {
+        crate::config::parse_route_file(Path::new("routes.yaml"), yaml).unwrap()
+    }
+
+    fn clients() -> UpstreamClients {
+        UpstreamClients::new(PoolTimeouts {
+            connect: Duration::from_secs(1),
+            idle: Duration::from_secs(1),
+        })
+        .unwrap()
+    }
+
+    fn build(f: RouteFile, metrics: &Metrics, previous: Option<&RouteTable>) -> RouteTable {
+        let clients = clients();
+        let ctx = BuildContext {
+            metrics,
+            clients: &clients,
+            default_timeout: Duration::from_secs(30),
+            previous,
+        };
+        RouteTable::build(f, &ctx).unwrap()
+    }
+
+    const V1: &str = "routes:
+  - prefix: /a
+    backend: http://a:1
+    max_inflight: 5
+  - host: api.example.com
+    exact: /b
+    backend: http://b:1
+  - prefix: /c
+    backend: http://c:1
+";
+
+    #[test]
+    fn a_reload_shares_unchanged_routes_and_rebuilds_changed_ones() {
+        let metrics = Metrics::new();
+        let old = build(file(V1), &metrics, None);
+        // /a moves down a line and is otherwise unchanged; /c changes.
+        let v2 = "routes:
+  - host: api.example.com
+    exact: /b
+    backend: http://b:1
+  - prefix: /a
+    backend: http://a:1
+    max_inflight: 5
+  - prefix: /c
+    backend: http://c:2
+";
+        let new = build(file(v2), &metrics, Some(&old));
+        let key =
+            |h: Option<&str>, exact, p: &str| (h.map(|h| h.parse().unwrap()), exact, p.to_string());
+        let a = key(None, false, "/a");
+        let b = key(Some("api.example.com"), true, "/b");
+        let c = key(None, false, "/c");
+        assert!(Arc::ptr_eq(old.get(&a).unwrap(), new.get(&a).unwrap()));
+        assert!(Arc::ptr_eq(old.get(&b).unwrap(), new.get(&b).unwrap()));
+        assert!(!Arc::ptr_eq(old.get(&c).unwrap(), new.get(&c).unwrap()));
+        // File order is the new file's.
+        let order: Vec<String> = new.routes().map(|r| r.spec.name()).collect();
+        assert_eq!(order, ["api.example.com=/b", "/a", "/c"]);
+        // A shared route's in-flight counter is the same counter.
+        let permit = old.get(&a).unwrap().limit.as_ref().unwrap().try_acquire();
+        assert!(permit.is_some());
+        assert_eq!(new.get(&a).unwrap().limit.as_ref().unwrap().current(), 1);
+    }
+
+    #[test]
+    fn selection_counts_misses_per_host_table() {
+        let metrics = Metrics::new();
+        let t = build(file(V1), &metrics, None);
+        let hit = t.select(Some("API.example.com:443"), "/b");
+        assert_eq!(hit.host, Some(HostMatch::Exact));
+        assert_eq!(hit.route.unwrap().label.as_ref(), "=/b");
+        let miss = t.select(Some("api.example.com"), "/a");
+        assert!(miss.route.is_none());
+        assert_eq!(
+            (miss.miss.host(), miss.miss.route()),
+            ("api.example.com", "none")
+        );
+        let default = t.select(Some("www.example.com"), "/a");
+        assert_eq!(default.route.unwrap().metrics.host(), "*");
+        assert!(t.select(None, "/zzz").route.is_none());
+        assert_eq!((t.len(), t.hosts()), (3, 1));
+    }
+
+    #[test]
+    fn strip_prefix_removes_the_route_segments_with_their_parameters() {
+        let metrics = Metrics::new();
+        let t = build(
+            file(
+                "routes:\n  - prefix: /billing/reports\n    backend: http://a:1\n    strip_prefix: true\n  - exact: /x/\n    backend: http://a:1\n    strip_prefix: true\n",
+            ),
+            &metrics,
+            None,
+        );
+        let r = t.lookup("/billing/reports/q").unwrap();
+        assert_eq!(r.upstream_path("/billing/reports;v=1/q;w=2"), "/q;w=2");
+        assert_eq!(r.upstream_path("/billing;a/reports"), "/");
+        let x = t.lookup("/x/").unwrap();
+        assert_eq!(x.upstream_path("/x/"), "/");
     }
 }
