@@ -103,14 +103,6 @@ impl<T> PrefixRouter<T> {
     /// router is unchanged.
     pub fn insert(&mut self, prefix: &str, value: T) -> Result<(), PrefixError> {
         validate(prefix)?;
-        // The longest match for a valid prefix is the prefix itself iff it
-        // is already registered: a duplicate check without a second index.
-        if self.lookup_entry(prefix).is_some_and(|(p, _)| p == prefix) {
-            return Err(PrefixError::Duplicate {
-                prefix: prefix.to_owned(),
-            });
-        }
-
         let index = self.entries.len();
         // Validation rejected '{' and '}', so the prefix needs no escaping.
         let routes = if prefix == "/" {
@@ -124,6 +116,13 @@ impl<T> PrefixRouter<T> {
                 // index pointing past the end of `entries`.
                 for added in &routes[..done] {
                     self.router.remove(added.as_str());
+                }
+                // The prefix's own static route is taken only by the same
+                // prefix: a duplicate, found without a lookup of our own.
+                if done == 0 && matches!(source, matchit::InsertError::Conflict { .. }) {
+                    return Err(PrefixError::Duplicate {
+                        prefix: prefix.to_owned(),
+                    });
                 }
                 return Err(PrefixError::Router {
                     prefix: prefix.to_owned(),
