@@ -34,9 +34,36 @@ fn check_accepts_a_valid_config_and_exits_0() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 route(s)"));
 }
 
+/// Runs `portico check` on a route file (with a minimal portico.yaml) and
+/// expects exit 1; returns stderr and the route file's path as printed.
+fn check_routes_fails(routes: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let routes_path = write(dir.path(), "routes.yaml", routes);
+    let cfg = write(
+        dir.path(),
+        "portico.yaml",
+        "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n",
+    );
+    let out = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (err, routes_path.display().to_string())
+}
+
+/// Each `(line, col, needle)` is one line of `err` starting `FILE:LINE:COL: `.
+fn assert_errors_at(err: &str, file: &str, expected: &[(usize, usize, &str)]) {
+    for (line, col, needle) in expected {
+        let prefix = format!("{file}:{line}:{col}: ");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(needle)),
+            "expected {prefix}...{needle} in:\n{err}"
+        );
+    }
+}
+
 #[test]
 fn check_reports_every_route_error_with_line_and_column_and_exits_1() {
-    let dir = tempfile::tempdir().unwrap();
     let routes = "\
 routes:
   - prefix: /billing/
@@ -51,29 +78,17 @@ routes:
   - prefix: /billing/
     backend: http://b:1
 ";
-    let routes_path = write(dir.path(), "routes.yaml", routes);
-    let cfg = write(
-        dir.path(),
-        "portico.yaml",
-        "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n",
+    let (err, file) = check_routes_fails(routes);
+    assert_errors_at(
+        &err,
+        &file,
+        &[
+            (2, 13, "/billing/"),
+            (5, 14, "ftp"),
+            (6, 13, "/metrics"),
+            (10, 5, "timout"),
+        ],
     );
-    let out = run(&["check", "--config", cfg.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let file = routes_path.display().to_string();
-    for (line, col, needle) in [
-        (2, 13, "/billing/"),
-        (5, 14, "ftp"),
-        (6, 13, "/metrics"),
-        (10, 5, "timout"),
-    ] {
-        let prefix = format!("{file}:{line}:{col}: ");
-        assert!(
-            err.lines()
-                .any(|l| l.starts_with(&prefix) && l.contains(needle)),
-            "expected {prefix}...{needle} in:\n{err}"
-        );
-    }
     assert!(err.lines().count() >= 5, "all errors are reported:\n{err}");
 }
 
@@ -151,7 +166,6 @@ fn routes_match_explains_the_choice() {
 
 #[test]
 fn check_reports_host_and_exact_errors_with_positions() {
-    let dir = tempfile::tempdir().unwrap();
     let routes = "\
 routes:
   - host: api.example.com
@@ -172,34 +186,22 @@ routes:
     prefix: /a
     backend: http://a:1
 ";
-    let routes_path = write(dir.path(), "routes.yaml", routes);
-    let cfg = write(
-        dir.path(),
-        "portico.yaml",
-        "listen:\n  http: 127.0.0.1:0\nroutes_file: routes.yaml\n",
+    let (err, file) = check_routes_fails(routes);
+    assert_errors_at(
+        &err,
+        &file,
+        &[
+            (
+                6,
+                13,
+                "duplicate prefix \"/billing\" in host api.example.com, already used by the route at line 2",
+            ),
+            (8, 11, "a wildcard is only allowed as the whole first label"),
+            (11, 11, "punycode (IDNA)"),
+            (14, 12, "exact is reserved: /healthz"),
+            (17, 5, "set either prefix or exact, not both"),
+        ],
     );
-    let out = run(&["check", "--config", cfg.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let file = routes_path.display().to_string();
-    for (line, col, needle) in [
-        (
-            6,
-            13,
-            "duplicate prefix \"/billing\" in host api.example.com, already used by the route at line 2",
-        ),
-        (8, 11, "a wildcard is only allowed as the whole first label"),
-        (11, 11, "punycode (IDNA)"),
-        (14, 12, "exact is reserved: /healthz"),
-        (17, 5, "set either prefix or exact, not both"),
-    ] {
-        let prefix = format!("{file}:{line}:{col}: ");
-        assert!(
-            err.lines()
-                .any(|l| l.starts_with(&prefix) && l.contains(needle)),
-            "expected {prefix}...{needle} in:\n{err}"
-        );
-    }
     assert_eq!(err.lines().count(), 5, "{err}");
 }
 
