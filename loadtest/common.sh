@@ -48,12 +48,15 @@ NGINX_ACCESS_LOG="log_format json escape=json '{\"ts\":\"\$time_iso8601\",\"requ
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
-# nginx as the proxy under test: one worker, keep-alive upstream to the
+# Event loops per proxy under test, the same for nginx and Portico.
+WORKERS=${WORKERS:-1}
+
+# nginx as the proxy under test: $WORKERS workers, keep-alive upstream to the
 # backend, the access log above. $1: the listen line and any server-level
 # directives; $2: more locations; $3: more proxy_set_header lines.
 start_nginx_proxy() {
     cat > "$work/proxy.conf" <<CONF
-worker_processes 1;
+worker_processes $WORKERS;
 pid $work/proxy.pid;
 error_log $work/proxy-error.log;
 events { worker_connections 4096; }

@@ -6,7 +6,8 @@
 #   loadtest/run.sh [PORTICO_BINARY]     (default: target/release/portico)
 #
 # Needs: nginx, wrk (apt-get install -y nginx wrk). Env: DURATION (s, default 10),
-# CONNECTIONS (default 64), THREADS (wrk threads, default 2).
+# CONNECTIONS (default 64), THREADS (wrk threads, default 2), WORKERS (event
+# loops per proxy, nginx worker_processes and Portico workers, default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/portico}
@@ -24,6 +25,7 @@ routes:
     backend: http://127.0.0.1:$BACKEND
 CONF
 cat > "$work/portico.yaml" <<CONF
+workers: $WORKERS
 listen:
   http: 127.0.0.1:$PORTICO
 operator:
@@ -36,25 +38,31 @@ CONF
 start_backend
 # nginx as the reference proxy: keep-alive upstream, access log on (as Portico).
 start_nginx_proxy "listen 127.0.0.1:$NGINX;"
-PORTICO_WORKERS=${PORTICO_WORKERS:-1}
-TOKIO_WORKER_THREADS=$PORTICO_WORKERS "$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
+"$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
 pids+=($!)
 PORTICO_PID=$!
 for _ in $(seq 50); do
     curl -sf "http://127.0.0.1:$PORTICO/bench/x" >/dev/null 2>&1 && curl -sf "http://127.0.0.1:$NGINX/bench/x" >/dev/null 2>&1 && break
     sleep 0.1
 done
-NGINX_WORKER=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
+# Every nginx worker: CPU is summed over them, as over Portico's threads.
+NGINX_WORKERS=$(pgrep -P "$(cat "$work/proxy.pid")" | tr '\n' ' ')
+NGINX_WORKER=${NGINX_WORKERS%% *}
 
 
-# bench NAME URL PID → prints "rps p50 p99 cpu_us_per_req"
+# CPU ticks summed over several processes.
+ticks_of() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
+
+# bench NAME URL "PIDS" → prints "rps p50 p99 cpu_us_per_req"
 bench() {
     local name=$1 url=$2 pid=${3:-}
     wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null 2>&1   # warm-up
     local before=0 after=0
-    [ -n "$pid" ] && before=$(ticks "$pid")
+    # shellcheck disable=SC2086 # a list of pids
+    [ -n "$pid" ] && before=$(ticks_of $pid)
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" > "$work/$name.wrk"
-    [ -n "$pid" ] && after=$(ticks "$pid")
+    # shellcheck disable=SC2086
+    [ -n "$pid" ] && after=$(ticks_of $pid)
     local reqs rps p50 p99 errs
     reqs=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
     rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/$name.wrk")
@@ -68,9 +76,9 @@ bench() {
     echo "$name $rps $p50 $p99 $cpu ${errs:-}"
 }
 
-echo "# loopback, ${DURATION}s per run, wrk -t$THREADS -c$CONNECTIONS, $(nproc) cores, proxy workers: nginx 1, portico $PORTICO_WORKERS"
+echo "# loopback, ${DURATION}s per run, wrk -t$THREADS -c$CONNECTIONS, $(nproc) cores, proxy workers: $WORKERS each"
 direct=$(bench direct "http://127.0.0.1:$BACKEND/bench/x")
-ngx=$(bench nginx "http://127.0.0.1:$NGINX/bench/x" "$NGINX_WORKER")
+ngx=$(bench nginx "http://127.0.0.1:$NGINX/bench/x" "$NGINX_WORKERS")
 por=$(bench portico "http://127.0.0.1:$PORTICO/bench/x" "$PORTICO_PID")
 lines=$(wc -l < "$work/portico.log")
 portico_rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$PORTICO_PID/status")

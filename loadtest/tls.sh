@@ -14,7 +14,7 @@
 #
 # Needs: nginx, wrk, openssl, curl, python3 (apt-get install -y nginx wrk).
 # Env: DURATION (s, default 10), CONNECTIONS (default 64), CONNECTIONS_HANDSHAKE
-# (default 16), THREADS (wrk threads, default 2), PORTICO_WORKERS (default 1).
+# (default 16), THREADS (wrk threads, default 2), WORKERS (event loops per proxy, default 1).
 #
 # Session resumption (checked with wrk 4.1.0, OpenSSL 3.0): wrk keeps one SSL
 # object per connection slot and closes with SSL_shutdown + SSL_clear, which
@@ -34,7 +34,6 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 CONNECTIONS_HANDSHAKE=${CONNECTIONS_HANDSHAKE:-16}
 THREADS=${THREADS:-2}
-PORTICO_WORKERS=${PORTICO_WORKERS:-1}
 RESUME=${RESUME:-0}
 [ -x "$BIN" ] || { echo "no portico binary at $BIN (cargo build --release)" >&2; exit 2; }
 for c in nginx wrk openssl curl python3; do
@@ -54,6 +53,7 @@ routes:
     backend: http://127.0.0.1:$BACKEND
 CONF
 cat > "$work/portico.yaml" <<CONF
+workers: $WORKERS
 listen:
   https: 127.0.0.1:$PORTICO
 tls:
@@ -101,7 +101,7 @@ start_nginx_proxy \
             return 404 '"'"'{"error":"no_route","message":"no route matches this path","request_id":"$request_id"}'"'"';
         }' \
     "proxy_set_header X-Forwarded-Proto https;"
-TOKIO_WORKER_THREADS=$PORTICO_WORKERS "$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
+"$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
 pids+=($!)
 PORTICO_PID=$!
 up() { curl -skf "https://127.0.0.1:$PORTICO/bench/x" >/dev/null 2>&1 && curl -skf "https://127.0.0.1:$NGINX/bench/x" >/dev/null 2>&1; }
@@ -143,7 +143,7 @@ bench() {
     echo "${rps:--} $cpu ${non2xx:-0} $sock"
 }
 
-echo "# loopback TLS (ECDSA P-256, HTTP/1.1), ${DURATION}s per run after a 2s warm-up, wrk -t$THREADS -c$CONNECTIONS --latency (handshake: -c$CONNECTIONS_HANDSHAKE -H 'Connection: close'), $(nproc) cores, proxy workers: nginx 1, portico $PORTICO_WORKERS; wrk offers session resumption: $([ "$RESUME" = 0 ] && echo no || echo yes)"
+echo "# loopback TLS (ECDSA P-256, HTTP/1.1), ${DURATION}s per run after a 2s warm-up, wrk -t$THREADS -c$CONNECTIONS --latency (handshake: -c$CONNECTIONS_HANDSHAKE -H 'Connection: close'), $(nproc) cores, proxy workers: $WORKERS each; wrk offers session resumption: $([ "$RESUME" = 0 ] && echo no || echo yes)"
 echo "# server resumes an offered session: nginx ($(resumes "$NGINX")), portico ($(resumes "$PORTICO"))"
 printf '\n| scenario | nginx req/s | nginx CPU/req | Portico req/s | Portico CPU/req | Portico/nginx CPU |\n|---|---|---|---|---|---|\n'
 notes=()

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::GatewayConfig;
@@ -18,7 +18,8 @@ use crate::operator::{Operator, OperatorState};
 use crate::proxy::upstream::{PoolTimeouts, UpstreamClients, UpstreamSetupError};
 use crate::proxy::{Gateway, RequestLimits};
 use crate::routing::live::LiveRoutes;
-use crate::server::{self, ListenerKind, ServerOptions, TlsSetup};
+use crate::server::worker::{self, Job};
+use crate::server::{self, ListenerKind, ServerOptions, Service, TlsSetup};
 use crate::tls::{HttpsRedirect, TlsError, TlsTerminator};
 
 /// The sockets the gateway serves on, bound before [`start`].
@@ -29,23 +30,28 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds every address the config names.
+    /// Binds every address the config names; the public ones with
+    /// `SO_REUSEPORT`, so that every worker gets a socket of its own.
     pub async fn bind(cfg: &GatewayConfig) -> Result<Listeners, BindError> {
+        let public = |addr: Option<SocketAddr>| match addr {
+            None => Ok(None),
+            Some(addr) => worker::bind(addr)
+                .map(Some)
+                .map_err(|source| BindError { addr, source }),
+        };
+        let operator = cfg.operator.listen;
         Ok(Listeners {
-            http: bind_opt(cfg.listen.http).await?,
-            https: bind_opt(cfg.listen.https).await?,
-            operator: bind_opt(Some(cfg.operator.listen)).await?,
+            http: public(cfg.listen.http)?,
+            https: public(cfg.listen.https)?,
+            operator: Some(
+                TcpListener::bind(operator)
+                    .await
+                    .map_err(|source| BindError {
+                        addr: operator,
+                        source,
+                    })?,
+            ),
         })
-    }
-}
-
-async fn bind_opt(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, BindError> {
-    match addr {
-        None => Ok(None),
-        Some(addr) => TcpListener::bind(addr)
-            .await
-            .map(Some)
-            .map_err(|source| BindError { addr, source }),
     }
 }
 
@@ -70,6 +76,8 @@ pub enum StartError {
     MissingTls,
     #[error("cannot load TLS certificates")]
     Tls(#[from] TlsError),
+    #[error("cannot start the workers")]
+    Workers(#[source] std::io::Error),
 }
 
 /// A started gateway.
@@ -144,6 +152,8 @@ pub async fn start(
         max_header_bytes: cfg.limits.max_header_bytes,
         idle_timeout: cfg.limits.idle_timeout,
         max_connections: cfg.limits.max_connections,
+        permits: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+        accepted: None,
         tls: None,
         connections_open: metrics.connections_open.with_label_values(&[kind.as_str()]),
     };
@@ -160,20 +170,27 @@ pub async fn start(
         (None, _) => None,
     };
     let https_addr = https.as_ref().and_then(|(l, ..)| l.local_addr().ok());
+    // The public listeners run on the workers, one socket per worker each.
+    let workers = cfg.workers.count();
+    let mut jobs: Vec<Vec<Job>> = (0..workers).map(|_| Vec::new()).collect();
     let http_addr = match listeners.http {
         Some(l) => {
             let addr = l.local_addr().ok();
             log_listening(ListenerKind::Http, addr);
             let opts = options(ListenerKind::Http);
-            servers.push(match https_addr.filter(|_| cfg.listen.redirect_to_https) {
-                // Plain HTTP only redirects: nothing is proxied in clear text.
-                Some(to) => {
+            // Plain HTTP only redirects when asked: nothing is proxied in clear text.
+            let redirect = https_addr
+                .filter(|_| cfg.listen.redirect_to_https)
+                .map(|to| {
                     let port = cfg.listen.redirect_port.unwrap_or(to.port());
-                    let redirect = Arc::new(HttpsRedirect::new(port, &metrics));
-                    tokio::spawn(server::serve(l, redirect, opts, stop_rx.clone()))
-                }
-                None => tokio::spawn(server::serve(l, gateway.clone(), opts, stop_rx.clone())),
-            });
+                    Arc::new(HttpsRedirect::new(port, &metrics))
+                });
+            for (i, socket, opts) in per_worker(l, &opts, workers, &metrics)? {
+                jobs[i].push(match &redirect {
+                    Some(r) => job(socket, r.clone(), opts, stop_rx.clone()),
+                    None => job(socket, gateway.clone(), opts, stop_rx.clone()),
+                });
+            }
             addr
         }
         None => None,
@@ -189,12 +206,9 @@ pub async fn start(
             }),
             ..options(ListenerKind::Https)
         };
-        servers.push(tokio::spawn(server::serve(
-            l,
-            gateway.clone(),
-            opts,
-            stop_rx.clone(),
-        )));
+        for (i, socket, opts) in per_worker(l, &opts, workers, &metrics)? {
+            jobs[i].push(job(socket, gateway.clone(), opts, stop_rx.clone()));
+        }
         // Live certificate reload, polling the files until shutdown.
         servers.push(tokio::spawn(terminator.watch(
             crate::tls::WATCH_INTERVAL,
@@ -202,6 +216,10 @@ pub async fn start(
             stop_rx.clone(),
         )));
     }
+    for (i, jobs) in jobs.into_iter().enumerate() {
+        servers.push(worker::spawn(i + 1, jobs).map_err(StartError::Workers)?);
+    }
+    tracing::info!(workers, "public listeners served by {workers} worker(s)");
     let operator = Arc::new(Operator::new(
         &cfg.operator,
         OperatorState {
@@ -253,6 +271,44 @@ pub async fn start(
         metrics,
         drain,
         done,
+    })
+}
+
+/// One listener's sockets, one per worker, each with the worker's options.
+fn per_worker(
+    listener: TcpListener,
+    opts: &ServerOptions,
+    workers: usize,
+    metrics: &Metrics,
+) -> Result<Vec<(usize, std::net::TcpListener, ServerOptions)>, StartError> {
+    let sockets = worker::per_worker(listener, workers).map_err(StartError::Workers)?;
+    Ok(sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let mut opts = opts.clone();
+            let label = (i + 1).to_string();
+            opts.accepted = Some(metrics.worker_connections.with_label_values(&[&label]));
+            (i, socket, opts)
+        })
+        .collect())
+}
+
+/// A worker's share of one listener: its socket, served until `stop`.
+fn job<S: Service>(
+    socket: std::net::TcpListener,
+    service: Arc<S>,
+    opts: ServerOptions,
+    stop: watch::Receiver<bool>,
+) -> Job {
+    Box::new(move || {
+        Box::pin(async move {
+            // Inside the worker's runtime, as registration requires; only
+            // fails outside a runtime, which a worker never is.
+            let listener =
+                TcpListener::from_std(socket).expect("a worker registers its listening socket");
+            server::serve(listener, service, opts, stop).await;
+        })
     })
 }
 

@@ -28,9 +28,17 @@ pub fn serve(config_path: &Path) -> u8 {
         tracing::error!(error = %crate::proxy::error_chain(&e), "cannot start");
         return EXIT_INVALID;
     }
-    let rt = match runtime() {
+    // The control plane (operator listener, reloads, signals, drain) runs
+    // here; the public listeners run on the workers `app::start` spawns.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return EXIT_INVALID;
+        }
     };
     rt.block_on(async move {
         let listeners = match crate::app::Listeners::bind(&cfg).await {

@@ -30,6 +30,31 @@ pub struct GatewayConfig {
     pub log_level: Option<String>,
     pub limits: Limits,
     pub shutdown: ShutdownSettings,
+    /// `workers`: event loops serving the public listeners, each a
+    /// single-threaded runtime on its own thread.
+    pub workers: Workers,
+}
+
+/// How many event loops serve the public listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per CPU the process may use (`std::thread::available_parallelism`,
+    /// which honours cgroup CPU quotas and affinity masks).
+    Auto,
+    Fixed(usize),
+}
+
+impl Workers {
+    /// The most `workers` may say: more threads than this only add switches.
+    pub const MAX: usize = 256;
+
+    /// The number of workers to start.
+    pub fn count(self) -> usize {
+        match self {
+            Workers::Fixed(n) => n,
+            Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
 }
 
 /// Public listeners. At least one of `http` and `https` is set.
@@ -168,6 +193,7 @@ const TOP_KEYS: &[&str] = &[
     "log_level",
     "limits",
     "shutdown",
+    "workers",
 ];
 const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_to_https", "redirect_port"];
 const TLS_KEYS: &[&str] = &["certificates", "handshake_timeout", "reject_misdirected"];
@@ -213,6 +239,10 @@ pub fn parse_gateway_config(source: &Path, text: &str) -> Result<GatewayConfig, 
         .and_then(|node| log_level(&mut c, node));
     let limits = limits(&mut c, &top);
     let shutdown = shutdown(&mut c, &top);
+    let workers = match top.get("workers") {
+        None => Some(Workers::Auto),
+        Some(node) => workers(&mut c, node),
+    };
 
     // Cross-field rules, checked only when both sides were written, so one
     // mistake gives one error.
@@ -261,9 +291,35 @@ pub fn parse_gateway_config(source: &Path, text: &str) -> Result<GatewayConfig, 
             log_level,
             limits,
             shutdown,
+            workers: workers?,
         })
     })();
     c.finish(config)
+}
+
+/// `workers: auto` or a whole number from 1 to [`Workers::MAX`].
+fn workers(c: &mut Checker<'_>, node: &Node) -> Option<Workers> {
+    if node.as_plain() == Some("auto") {
+        return Some(Workers::Auto);
+    }
+    let number = node
+        .as_plain()
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<usize>().ok());
+    match number {
+        Some(n) if (1..=Workers::MAX).contains(&n) => Some(Workers::Fixed(n)),
+        _ => {
+            c.error(
+                node.pos,
+                format!(
+                    "workers: expected auto (one per CPU) or a whole number from 1 to {}, got {}",
+                    Workers::MAX,
+                    node.describe()
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// `listen` with the position of each address, for cross-field messages.

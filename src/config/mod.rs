@@ -31,7 +31,7 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use gateway::{
     CertificatePaths, GatewayConfig, Limits, Listen, OperatorSettings, ShutdownSettings,
-    TlsSettings, parse_gateway_config,
+    TlsSettings, Workers, parse_gateway_config,
 };
 pub use routes::{
     BackendUrl, DEFAULT_HOST_LABEL, HostPattern, InvalidBackendUrl, InvalidHost, RouteFile,

@@ -195,6 +195,24 @@ fn relative_config_path_gives_relative_routes_file() {
 }
 
 #[test]
+fn workers_is_auto_by_default_or_a_number() {
+    use super::Workers;
+    let parse = |extra: &str| {
+        parse_gateway_config(
+            Path::new(CONFIG),
+            &format!("listen:\n  http: 0.0.0.0:8080\nroutes_file: r\n{extra}"),
+        )
+        .unwrap()
+        .workers
+    };
+    assert_eq!(parse(""), Workers::Auto);
+    assert_eq!(parse("workers: auto\n"), Workers::Auto);
+    assert_eq!(parse("workers: 3\n"), Workers::Fixed(3));
+    assert_eq!(Workers::Fixed(3).count(), 3);
+    assert!(Workers::Auto.count() >= 1);
+}
+
+#[test]
 fn gateway_errors_point_at_the_problem() {
     // Most cases append this so the config is otherwise valid.
     const OK_LISTEN: &str = "listen:\n  http: 0.0.0.0:8080\n";
@@ -211,7 +229,7 @@ fn gateway_errors_point_at_the_problem() {
             format!("{OK_LISTEN}routes_file: r\nroute_file: r\n"),
             4,
             1,
-            "unknown key \"route_file\" in portico.yaml; expected one of: listen, tls, operator, routes_file, log_level, limits, shutdown (did you mean \"routes_file\"?)",
+            "unknown key \"route_file\" in portico.yaml; expected one of: listen, tls, operator, routes_file, log_level, limits, shutdown, workers (did you mean \"routes_file\"?)",
         ),
         // routes_file.
         (OK_LISTEN.into(), 1, 1, "routes_file is required"),
@@ -220,6 +238,11 @@ fn gateway_errors_point_at_the_problem() {
         (format!("{OK_LISTEN}routes_file: {{a: 1}}\n"), 3, 1, "routes_file: expected a file path, got a mapping"),
         (format!("{OK_LISTEN}routes_file: [a]\n"), 3, 1, "got a list"),
         // listen.
+        (format!("{OK_LISTEN}routes_file: r\nworkers: 0\n"), 4, 10, "workers: expected auto (one per CPU) or a whole number from 1 to 256, got \"0\""),
+        (format!("{OK_LISTEN}routes_file: r\nworkers: 257\n"), 4, 10, "from 1 to 256, got \"257\""),
+        (format!("{OK_LISTEN}routes_file: r\nworkers: '+2'\n"), 4, 10, "workers: expected auto"),
+        (format!("{OK_LISTEN}routes_file: r\nworkers: Auto\n"), 4, 10, "workers: expected auto"),
+        (format!("{OK_LISTEN}routes_file: r\nworkers: [2]\n"), 4, 1, "workers: expected auto"),
         ("routes_file: r\n".into(), 1, 1, "listen is required"),
         ("listen:\nroutes_file: r\n".into(), 1, 1, "listen is required"),
         ("listen: {}\nroutes_file: r\n".into(), 1, 1, "set at least one of listen.http or listen.https"),

@@ -22,6 +22,7 @@ pub const CONFIG_GENERATION: &str = "portico_config_generation";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "portico_tls_handshake_errors_total";
 pub const BUILD_INFO: &str = "portico_build_info";
 pub const LOG_LINES_DROPPED_TOTAL: &str = "portico_log_lines_dropped_total";
+pub const WORKER_CONNECTIONS_TOTAL: &str = "portico_worker_connections_total";
 
 /// The `route` label for requests that matched no route (404s, 400s, ...).
 pub const NO_ROUTE: &str = "none";
@@ -102,6 +103,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub tls_handshake_errors: IntCounter,
     pub log_lines_dropped: IntCounter,
+    /// Public connections accepted, by worker (label bounded by `workers`).
+    pub worker_connections: IntCounterVec,
 }
 
 impl Metrics {
@@ -161,6 +164,14 @@ impl Metrics {
             "Log lines dropped because the log writer could not keep up.",
         )
         .expect("valid metric");
+        let worker_connections = IntCounterVec::new(
+            Opts::new(
+                WORKER_CONNECTIONS_TOTAL,
+                "Public connections accepted, by worker (event loop).",
+            ),
+            &["worker"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build information; the value is always 1."),
             &["version"],
@@ -180,6 +191,7 @@ impl Metrics {
             Box::new(config_generation.clone()),
             Box::new(tls_handshake_errors.clone()),
             Box::new(log_lines_dropped.clone()),
+            Box::new(worker_connections.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -205,6 +217,7 @@ impl Metrics {
             config_generation,
             tls_handshake_errors,
             log_lines_dropped,
+            worker_connections,
         }
     }
 

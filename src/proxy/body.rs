@@ -24,9 +24,18 @@ pub enum RequestBodyError {
     Client(#[source] hyper::Error),
 }
 
+/// How long, and how many more bytes, a body cut off at the limit is still
+/// read and thrown away, so that a client still sending it gets to read
+/// the `413` instead of a reset (nginx's lingering close). Closing a socket
+/// with unread data makes the kernel send RST, which discards the answer
+/// on the client's side.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: u64 = 16 << 20;
+
 /// The client's body on its way upstream, cut off at the size limit.
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None` once the body was cut off and handed to the drain.
+    inner: Option<Incoming>,
     /// Bytes still allowed; when a frame would exceed it the stream fails.
     remaining: u64,
     limit: u64,
@@ -35,7 +44,7 @@ pub struct RequestBody {
 impl RequestBody {
     pub fn new(inner: Incoming, limit: u64) -> Self {
         RequestBody {
-            inner,
+            inner: Some(inner),
             remaining: limit,
             limit,
         }
@@ -51,11 +60,17 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > this.remaining {
+                        if let Some(rest) = this.inner.take() {
+                            linger(rest);
+                        }
                         return Poll::Ready(Some(Err(RequestBodyError::TooLarge {
                             limit: this.limit,
                         })));
@@ -71,12 +86,36 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
+}
+
+/// Reads and discards what is left of a cut-off body, within
+/// [`LINGER_TIME`] and [`LINGER_BYTES`], then drops it (closing the
+/// connection). Outside a runtime it is dropped at once.
+fn linger(mut rest: Incoming) {
+    use http_body_util::BodyExt;
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let drain = async {
+            let mut read = 0u64;
+            while let Some(Ok(frame)) = rest.frame().await {
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if read > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
 }
 
 enum Inner {

@@ -89,9 +89,19 @@ pub struct PoolTimeouts {
     pub idle: Duration,
 }
 
+/// Idle connections of one worker (or of the threads that are not
+/// workers, at index 0).
+type Shard = Mutex<HashMap<PoolKey, Vec<Idle>>>;
+
+/// Shards per pool: a worker's index picks its shard, so each worker reuses
+/// only the connections it opened (whose driver tasks run on its own event
+/// loop) and never waits on another worker's lock. Workers beyond this share
+/// shards, which is correct, only slower.
+const SHARDS: usize = 64;
+
 struct Pool {
     connector: HttpsConnector<HttpConnector>,
-    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    idle: Box<[Shard]>,
     idle_timeout: Duration,
 }
 
@@ -108,7 +118,7 @@ impl Pool {
     /// holds connections still streaming a body: those are skipped, closed
     /// and expired ones are dropped.
     fn checkout(&self, key: &PoolKey) -> Option<Sender> {
-        let mut idle = self.idle.lock();
+        let mut idle = self.shard().lock();
         let list = idle.get_mut(key)?;
         let mut i = list.len();
         while i > 0 {
@@ -134,7 +144,12 @@ impl Pool {
     /// does not cost the connection the moment it ends.
     fn sweep(&self) {
         let now = Instant::now();
-        let mut idle = self.idle.lock();
+        for shard in self.idle.iter() {
+            self.sweep_shard(&mut shard.lock(), now);
+        }
+    }
+
+    fn sweep_shard(&self, idle: &mut HashMap<PoolKey, Vec<Idle>>, now: Instant) {
         idle.retain(|_, list| {
             list.retain_mut(|e| {
                 if e.sender.is_closed() {
@@ -171,8 +186,13 @@ impl Pool {
         });
     }
 
+    /// This thread's shard.
+    fn shard(&self) -> &Shard {
+        &self.idle[crate::server::worker::current() % SHARDS]
+    }
+
     fn put(&self, key: PoolKey, sender: Sender) {
-        let mut idle = self.idle.lock();
+        let mut idle = self.shard().lock();
         let list = idle.entry(key).or_default();
         if list.len() < POOL_MAX_IDLE_PER_HOST {
             list.push(Idle {
@@ -230,7 +250,7 @@ impl UpstreamClient {
             .wrap_connector(http);
         let pool = Arc::new(Pool {
             connector,
-            idle: Mutex::new(HashMap::new()),
+            idle: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             idle_timeout: timeouts.idle,
         });
         Pool::spawn_sweeper(&pool);

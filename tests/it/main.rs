@@ -14,3 +14,4 @@ mod routing;
 mod shutdown;
 mod streaming;
 mod tls;
+mod workers;

@@ -428,7 +428,9 @@ async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     let a = Backend::start("a").await;
     let gw = TestGateway::start_with(
         &routes_yaml(&[("/a", &a)]),
-        "limits:\n  upstream_idle_timeout: 400ms\n",
+        // One worker: pools are per worker, and each new client connection
+        // may land on either.
+        "workers: 1\nlimits:\n  upstream_idle_timeout: 400ms\n",
     )
     .await;
     assert_eq!(get(gw.addr, "/a").await.status, 200);
@@ -468,7 +470,8 @@ async fn a_download_longer_than_the_idle_timeout_keeps_its_connection() {
     let a = Backend::start("a").await;
     let gw = TestGateway::start_with(
         &routes_yaml(&[("/a", &a)]),
-        "limits:\n  upstream_idle_timeout: 400ms\n",
+        // One worker: pools are per worker.
+        "workers: 1\nlimits:\n  upstream_idle_timeout: 400ms\n",
     )
     .await;
     // 64 MiB does not fit in the socket buffers: while the client waits,

@@ -237,7 +237,9 @@ async fn requests_in_flight_finish_on_the_table_they_started_with() {
 async fn unchanged_routes_keep_their_warm_upstream_connections_across_reloads() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
-    let gw = TestGateway::start(&routes_yaml(&[("/svc", &a)])).await;
+    // One worker: pools are per worker, and each new client connection may
+    // land on either.
+    let gw = TestGateway::start_with(&routes_yaml(&[("/svc", &a)]), "workers: 1\n").await;
     for _ in 0..5 {
         assert_eq!(get(gw.addr, "/svc").await.status, 200);
     }

@@ -93,12 +93,12 @@ impl TestGateway {
         dir: tempfile::TempDir,
         routes_path: PathBuf,
     ) -> TestGateway {
+        // Public listeners as `portico serve` binds them (SO_REUSEPORT, one
+        // socket per worker).
+        let public = || portico::server::worker::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let listeners = Listeners {
-            http: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
-            https: match cfg.listen.https {
-                Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
-                None => None,
-            },
+            http: Some(public()),
+            https: cfg.listen.https.map(|_| public()),
             operator: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         };
         let (tx, rx) = oneshot::channel::<()>();

@@ -23,6 +23,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+pub mod worker;
+
 use crate::proxy::body::GatewayBody;
 use crate::tls::{CertNames, SniResolver};
 
@@ -94,6 +96,11 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// Open connections beyond this wait in the kernel backlog.
     pub max_connections: usize,
+    /// `max_connections` permits, shared by every worker serving this
+    /// listener, so the limit is the listener's, not each worker's.
+    pub permits: Arc<Semaphore>,
+    /// Connections this worker accepted (`portico_worker_connections_total`).
+    pub accepted: Option<IntCounter>,
     pub tls: Option<TlsSetup>,
     /// `portico_connections_open{listener}` for this listener.
     pub connections_open: IntGauge,
@@ -108,16 +115,17 @@ pub async fn serve<S: Service>(
     opts: ServerOptions,
     mut stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(opts.max_connections));
+    let permits = opts.permits.clone();
     let builder = Arc::new(http_builder(&opts));
     let local = listener.local_addr().ok();
     let mut backoff = Duration::from_millis(5);
     loop {
-        // A permit first: when all are taken, new clients wait in the backlog.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            _ = wait_true(&mut stop) => break,
-        };
+        // Accept first, then wait for a permit: with several workers sharing
+        // one `max_connections`, a worker that held a permit while waiting
+        // in `accept` could starve another whose socket the next client was
+        // hashed to. While this worker waits for a permit it accepts nothing
+        // more, so further clients wait in the kernel backlog, and at most
+        // one connection per worker is held unserved.
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => { backoff = Duration::from_millis(5); c }
@@ -131,7 +139,17 @@ pub async fn serve<S: Service>(
             },
             _ = wait_true(&mut stop) => break,
         };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                _ = wait_true(&mut stop) => break,
+            },
+        };
         let _ = tcp.set_nodelay(true);
+        if let Some(c) = &opts.accepted {
+            c.inc();
+        }
         let conn = ConnInfo {
             peer: unmap(peer),
             local: tcp.local_addr().ok().or(local).unwrap_or(peer),
