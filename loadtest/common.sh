@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BACKEND=$(free_port); NGINX=$(free_port); PORTICO=$(free_port); OPERATOR=$(free_port)
+BACKEND=$(free_port); NGINX=$(free_port); PORTICO=$(free_port); OPERATOR=$(free_port); HAPROXY=$(free_port)
 
 # The backend: nginx answering a small fixed body, one worker, no logging.
 start_backend() {
@@ -79,4 +79,38 @@ http {
 }
 CONF
     nginx -c "$work/proxy.conf" -p "$work" -e "$work/proxy-error.log"
+}
+
+# HAProxy as the proxy under test: $WORKERS threads, keep-alive upstream
+# (http-reuse always), a request id and X-Forwarded-For added upstream, one
+# JSON access-log line per request on stdout (redirected to a file). Its pid
+# goes to $work/haproxy.pid; the cleanup stops it with the others.
+start_haproxy_proxy() {
+    cat > "$work/haproxy.cfg" <<CONF
+global
+    nbthread $WORKERS
+    maxconn 8000
+    log stdout format raw local0
+defaults
+    mode http
+    log global
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:$HAPROXY
+    unique-id-format %{+X}o%ci%cp%fp%Ts%rt
+    http-request set-header X-Request-Id %[unique-id]
+    option forwardfor
+    log-format '{"ts":"%tr","request_id":"%ID","method":"%HM","path":"%HPO","status":%ST,"duration_ms":%Ta,"upstream":"%si:%sp","client_ip":"%ci","bytes_out":%B,"user_agent":"%{+Q}[capture.req.hdr(0)]"}'
+    http-request capture req.hdr(User-Agent) len 128
+    use_backend bench if { path_beg /bench/ }
+backend bench
+    server b1 127.0.0.1:$BACKEND maxconn 1000
+CONF
+    haproxy -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
+    echo $! > "$work/haproxy.pid"
+    pids+=("$(cat "$work/haproxy.pid")")
 }

@@ -7,10 +7,13 @@
 //!
 //! * [`config`]: `portico.yaml` and the route file, parsed into validated types
 //!   with every error reported as `FILE:LINE:COL: message`.
-//! * [`routing`]: path normalization, the segment-wise longest-prefix table,
-//!   and the live (hot-swappable) table.
+//! * [`routing`]: path normalization (path parameters read as servlet
+//!   containers do), the reserved operator paths, host tables, exact paths,
+//!   the segment-wise longest-prefix matcher, and the live (hot-swappable)
+//!   table.
 //! * [`proxy`]: the public request path, from request id to upstream exchange.
-//! * [`server`]: the accept loop shared by every listener.
+//! * [`server`]: the accept loop shared by every listener, and the workers
+//!   (one single-threaded event loop per core) that run the public ones.
 //! * [`tls`]: TLS termination: certificates chosen by SNI, live certificate
 //!   reload, and the HTTP-to-HTTPS redirect.
 //! * [`operator`]: the operator-only surface.

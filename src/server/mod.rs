@@ -1,6 +1,7 @@
 //! The accept loop shared by the public and operator listeners: connection
 //! permits, accept-error backoff, optional TLS handshake under a timeout,
 //! HTTP/1.1 + HTTP/2 via hyper-util's auto builder, and graceful close.
+//! [`worker`] runs the public listeners on one event loop per core.
 
 use std::convert::Infallible;
 use std::future::Future;
