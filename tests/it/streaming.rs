@@ -177,3 +177,144 @@ async fn chunked_body_growing_past_the_limit_is_413() {
     assert_eq!(ok.status, 200);
     gw.shutdown().await;
 }
+
+/// Resident memory of another process, in bytes.
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// What one HTTP/2 connection can make the gateway hold: 256 streams for
+/// large downloads that the client never reads. Flow control stops the
+/// client side at its window; what Portico buffers beyond that per stream,
+/// and what it reads ahead from each backend, is bounded, and the rest
+/// waits in the backends' sockets (backpressure), not in Portico's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_never_reads_cannot_make_the_gateway_buffer_much() {
+    use crate::support::binary::Serve;
+    const STREAMS: usize = 256;
+    let b = Backend::start("big").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("routes.yaml"),
+        format!("routes:\n  - prefix: /dl\n    backend: {}\n", b.url()),
+    )
+    .unwrap();
+    let cfg = dir.path().join("portico.yaml");
+    std::fs::write(
+        &cfg,
+        "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: routes.yaml\nworkers: 1\nshutdown:\n  drain_delay: 0s\n  timeout: 1s\n",
+    )
+    .unwrap();
+    let mut gw = Serve::start(&cfg);
+    let addr = gw.listening("http");
+    let pid = gw.child.id();
+    // Warm: one small download, so pools and buffers that exist anyway do.
+    let _ = crate::support::client::get(addr, "/dl/warm?download_bytes=1024").await;
+    let before = rss_of(pid);
+
+    // A client that grants huge flow-control windows and then never reads
+    // its socket: only Portico's own bounds (and TCP) stop the data.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(1 << 30)
+        .initial_connection_window_size(1 << 30)
+        .handshake(hyper_util::rt::TokioIo::new(StopReading(tcp, stop.clone())))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Read the server's SETTINGS (its 256-stream limit), then stop reading.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut held = Vec::new();
+    for i in 0..STREAMS {
+        let req = Request::get(format!("http://{addr}/dl/{i}?download_bytes={}", 8 << 20))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        held.push(tokio::spawn(tx.send_request(req)));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.seen().len() < STREAMS + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} streams reached the backend",
+            b.seen().len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Let every stream fill whatever the gateway is willing to buffer.
+    let mut peak = 0;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        peak = peak.max(rss_of(pid));
+    }
+    let growth = peak.saturating_sub(before);
+    println!(
+        "{STREAMS} unread HTTP/2 downloads: gateway RSS {} -> {} MiB (+{} MiB)",
+        before >> 20,
+        peak >> 20,
+        growth >> 20
+    );
+    // Without the send-buffer and read-ahead caps this was 172 MiB.
+    assert!(
+        growth <= 32 << 20,
+        "one HTTP/2 connection made the gateway hold {} MiB",
+        growth >> 20
+    );
+    for h in held {
+        h.abort();
+    }
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(std::time::Duration::from_secs(10)), Some(0));
+}
+
+/// A socket that stops reading once told to: the peer's data then piles up
+/// in the kernel, and after that in whoever is sending it.
+struct StopReading(
+    tokio::net::TcpStream,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl tokio::io::AsyncRead for StopReading {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for StopReading {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
