@@ -22,6 +22,9 @@ BACKEND=$(free_port); NGINX=$(free_port); PORTICO=$(free_port); OPERATOR=$(free_
 
 # The backend: nginx answering a small fixed body, one worker, no logging.
 start_backend() {
+    head -c 1048576 /dev/zero > "$work/big.bin"
+    # nginx workers drop root: let them read the file (mktemp -d is 0700).
+    chmod 755 "$work"; chmod 644 "$work/big.bin"
     cat > "$work/backend.conf" <<CONF
 worker_processes 1;
 pid $work/backend.pid;
@@ -33,6 +36,8 @@ http {
     server {
         listen 127.0.0.1:$BACKEND;
         location / { return 200 '{"ok":true,"service":"bench"}\n'; }
+        # The large-response scenario: 1 MiB from a file made for the run.
+        location = /bench/big { alias $work/big.bin; }
     }
 }
 CONF

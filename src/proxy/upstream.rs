@@ -27,8 +27,6 @@ use crate::observability::metrics::UpstreamErrorKind;
 use super::body::{RequestBody, RequestBodyError};
 
 const POOL_MAX_IDLE_PER_HOST: usize = 1024;
-/// The most an upstream connection reads ahead of what the client takes.
-const UPSTREAM_READ_AHEAD: usize = 16 * 1024;
 /// The sweeper runs at least this often, so an idle connection outlives
 /// `limits.upstream_idle_timeout` by at most this much.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -323,10 +321,6 @@ impl UpstreamClient {
                 other => other,
             })?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            // Read-ahead from a backend is capped: when the client is slow,
-            // the rest waits in the backend's socket (backpressure), not
-            // here. hyper's default is 400 KiB per upstream connection.
-            .max_buf_size(UPSTREAM_READ_AHEAD)
             .handshake(io)
             .await
             .map_err(|e| classify(e.into()))?;
