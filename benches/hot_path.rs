@@ -209,19 +209,44 @@ fn bench_build(c: &mut Criterion) {
                 BatchSize::LargeInput,
             );
         });
-        // A reload over the live table: unchanged routes keep their handles.
+        // Reloads over the live table. One route changed (the usual edit):
+        // every other host table is shared whole.
         let live = build(file.clone(), &metrics, &clients, None);
-        group.bench_with_input(BenchmarkId::new("reload", hosts), &file, |b, file| {
-            b.iter_batched(
-                || file.clone(),
-                |f| build(f, &metrics, &clients, Some(&live)),
-                BatchSize::LargeInput,
-            );
-        });
-        // Freeing a replaced table (on the reloader's blocking thread).
+        let mut one = file.clone();
+        one.routes[0].timeout = Some(Duration::from_secs(7));
+        group.bench_with_input(
+            BenchmarkId::new("reload_one_changed", hosts),
+            &one,
+            |b, f| {
+                b.iter_batched(
+                    || f.clone(),
+                    |f| build(f, &metrics, &clients, Some(&live)),
+                    BatchSize::LargeInput,
+                );
+            },
+        );
+        // Every route changed: every table is rebuilt, metric handles and
+        // in-flight counters are still carried over by key.
+        let mut all = file.clone();
+        for r in &mut all.routes {
+            r.timeout = Some(Duration::from_secs(7));
+        }
+        group.bench_with_input(
+            BenchmarkId::new("reload_all_changed", hosts),
+            &all,
+            |b, f| {
+                b.iter_batched(
+                    || f.clone(),
+                    |f| build(f, &metrics, &clients, Some(&live)),
+                    BatchSize::LargeInput,
+                );
+            },
+        );
+        // Freeing a replaced table that shares nothing with its successor
+        // (on the reloader's blocking thread).
         group.bench_with_input(BenchmarkId::new("drop", hosts), &file, |b, file| {
             b.iter_batched(
-                || build(file.clone(), &metrics, &clients, Some(&live)),
+                || build(file.clone(), &metrics, &clients, None),
                 drop,
                 BatchSize::LargeInput,
             );

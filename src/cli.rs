@@ -143,7 +143,7 @@ fn explain(cfg: &GatewayConfig, file: &config::RouteFile, raw: &str, host: Optio
     let mut matcher = RouteMatcher::new();
     for spec in &file.routes {
         // Paths were validated by the loader; insertion cannot fail here.
-        let _ = matcher.insert(spec.host.as_ref(), spec.exact, &spec.path, spec);
+        let _ = matcher.insert(spec.host.as_ref(), spec.exact, &spec.path, spec, || ());
     }
     let Some(found) = matcher.lookup(host, &matching) else {
         println!(

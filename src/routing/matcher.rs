@@ -4,96 +4,131 @@
 //! table and `portico routes --match` both use it, so what the command
 //! explains is what the gateway does.
 
+use std::sync::Arc;
+
 use crate::config::HostPattern;
 
 use super::host::{HostMatch, HostRouter, Map};
 use super::prefix::{PrefixError, PrefixRouter};
 
-/// The routes of one host rule (or of the default table).
-#[derive(Debug, Clone)]
-struct Paths<T> {
-    /// Which host table this is, in order of first appearance: lets callers
-    /// keep per-host data (metric handles) beside the matcher.
-    index: usize,
+/// The routes of one host rule (or of the default table), shared between
+/// route tables when a reload leaves them unchanged.
+#[derive(Debug)]
+pub struct HostTable<T, M> {
     /// The rule, for explaining a choice.
     pattern: Option<HostPattern>,
     /// Exact routes, checked first: an exact route wins over a prefix route
     /// of the same path.
     exact: Map<T>,
     prefixes: PrefixRouter<T>,
+    /// Every route of the table in insertion order, to compare a reload's
+    /// routes with.
+    routes: Vec<T>,
+    /// The caller's data for this host table (metric handles for misses).
+    pub meta: M,
+}
+
+impl<T, M> HostTable<T, M> {
+    /// The table's routes, in insertion order.
+    pub fn routes(&self) -> &[T] {
+        &self.routes
+    }
 }
 
 /// What a lookup found.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Matched<'m, T> {
+pub struct Matched<'m, T, M> {
     /// The rule that chose the host table.
     pub host: HostMatch,
-    /// The host table's index (see [`RouteMatcher::host_tables`]).
-    pub table: usize,
     /// The host rule of that table; `None` for the default table.
     pub pattern: Option<&'m HostPattern>,
+    /// The chosen host table's data.
+    pub meta: &'m M,
     /// The route, with whether it was an exact one; `None` is `404`.
     pub route: Option<(&'m T, bool)>,
 }
 
 /// Hosts, then exact paths, then prefixes.
-#[derive(Debug, Clone)]
-pub struct RouteMatcher<T> {
-    hosts: HostRouter<Paths<T>>,
-    tables: usize,
+#[derive(Debug)]
+pub struct RouteMatcher<T, M = ()> {
+    hosts: HostRouter<Arc<HostTable<T, M>>>,
 }
 
-impl<T> RouteMatcher<T> {
+impl<T: Clone, M> RouteMatcher<T, M> {
     pub fn new() -> Self {
         RouteMatcher {
             hosts: HostRouter::new(),
-            tables: 0,
         }
     }
 
-    /// Adds a route and returns its host table's index. Duplicate exact
-    /// paths keep the first (the route file loader refuses them earlier);
-    /// prefixes are refused as [`PrefixRouter::insert`] says.
+    /// Adds a route; `meta` makes the host table's data when this is its
+    /// first route. Duplicate exact paths keep the first (the route file
+    /// loader refuses them earlier); prefixes are refused as
+    /// [`PrefixRouter::insert`] says.
+    ///
+    /// # Panics
+    /// When the host table was [adopted](Self::adopt): shared tables are
+    /// never changed.
     pub fn insert(
         &mut self,
         host: Option<&HostPattern>,
         exact: bool,
         path: &str,
         value: T,
-    ) -> Result<usize, PrefixError> {
-        let next = self.tables;
-        let paths = self.hosts.entry(host, || Paths {
-            index: next,
-            pattern: host.cloned(),
-            exact: Map::default(),
-            prefixes: PrefixRouter::new(),
+        meta: impl FnOnce() -> M,
+    ) -> Result<(), PrefixError> {
+        let shared = self.hosts.entry(host, || {
+            Arc::new(HostTable {
+                pattern: host.cloned(),
+                exact: Map::default(),
+                prefixes: PrefixRouter::new(),
+                routes: Vec::new(),
+                meta: meta(),
+            })
         });
-        let index = paths.index;
+        let table = Arc::get_mut(shared).expect("routes are only added to a table being built");
         if exact {
-            paths.exact.entry(path.into()).or_insert(value);
+            table.exact.entry(path.into()).or_insert(value.clone());
         } else {
-            paths.prefixes.insert(path, value)?;
+            table.prefixes.insert(path, value.clone())?;
         }
-        if index == next {
-            self.tables += 1;
+        table.routes.push(value);
+        Ok(())
+    }
+
+    /// Takes over a host table, unchanged, from another matcher (a reload
+    /// whose routes for that host are the same). The table must not be in
+    /// this matcher yet.
+    pub fn adopt(&mut self, table: Arc<HostTable<T, M>>) {
+        let host = table.pattern.clone();
+        let mut table = Some(table);
+        let slot = self
+            .hosts
+            .entry(host.as_ref(), || table.take().expect("taken once"));
+        if let Some(table) = table {
+            *slot = table;
         }
-        Ok(index)
+    }
+
+    /// The host table of exactly this host rule, if it has one.
+    pub fn table(&self, host: Option<&HostPattern>) -> Option<&Arc<HostTable<T, M>>> {
+        self.hosts.get(host)
     }
 
     /// The route for a request's `Host` value and a path as matching reads
     /// it (normalized, parameters cut). `None` when no host table covers
     /// the host.
     #[inline]
-    pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<Matched<'_, T>> {
-        let (paths, how) = self.hosts.lookup(host)?;
-        let route = match paths.exact.get(path) {
+    pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<Matched<'_, T, M>> {
+        let (table, how) = self.hosts.lookup(host)?;
+        let route = match table.exact.get(path) {
             Some(v) => Some((v, true)),
-            None => paths.prefixes.lookup(path).map(|v| (v, false)),
+            None => table.prefixes.lookup(path).map(|v| (v, false)),
         };
         Some(Matched {
             host: how,
-            table: paths.index,
-            pattern: paths.pattern.as_ref(),
+            pattern: table.pattern.as_ref(),
+            meta: &table.meta,
             route,
         })
     }
@@ -101,26 +136,16 @@ impl<T> RouteMatcher<T> {
     /// The value of exactly this route (host rule, kind and path), as
     /// inserted; not a request lookup.
     pub fn get(&self, host: Option<&HostPattern>, exact: bool, path: &str) -> Option<&T> {
-        let paths = self.hosts.get(host)?;
+        let table = self.hosts.get(host)?;
         if exact {
-            paths.exact.get(path)
+            table.exact.get(path)
         } else {
-            paths
+            table
                 .prefixes
                 .lookup_entry(path)
                 .filter(|(prefix, _)| *prefix == path)
                 .map(|(_, v)| v)
         }
-    }
-
-    /// The index of a host rule's table, if it has one.
-    pub fn table_of(&self, host: Option<&HostPattern>) -> Option<usize> {
-        self.hosts.get(host).map(|p| p.index)
-    }
-
-    /// Number of host tables, the default one included when it exists.
-    pub fn host_tables(&self) -> usize {
-        self.tables
     }
 
     /// Number of host rules (the default table not counted).
@@ -129,7 +154,7 @@ impl<T> RouteMatcher<T> {
     }
 }
 
-impl<T> Default for RouteMatcher<T> {
+impl<T: Clone, M> Default for RouteMatcher<T, M> {
     fn default() -> Self {
         RouteMatcher::new()
     }
@@ -149,13 +174,13 @@ mod tests {
     fn kubernetes_exact_examples() {
         let only_exact = {
             let mut m = RouteMatcher::new();
-            m.insert(None, true, "/foo", "exact").unwrap();
+            m.insert(None, true, "/foo", "exact", || ()).unwrap();
             m
         };
         let both = {
             let mut m = RouteMatcher::new();
-            m.insert(None, true, "/foo", "exact").unwrap();
-            m.insert(None, false, "/foo", "prefix").unwrap();
+            m.insert(None, true, "/foo", "exact", || ()).unwrap();
+            m.insert(None, false, "/foo", "prefix", || ()).unwrap();
             m
         };
         let route = |m: &RouteMatcher<&'static str>, p: &str| {
@@ -171,35 +196,62 @@ mod tests {
 
     #[test]
     fn no_fall_through_to_the_default_table() {
-        let mut m = RouteMatcher::new();
+        let mut m: RouteMatcher<&str, &str> = RouteMatcher::new();
         let api = host("api.example.com");
-        assert_eq!(m.insert(None, false, "/", "default").unwrap(), 0);
-        assert_eq!(m.insert(Some(&api), false, "/billing", "api").unwrap(), 1);
-        assert_eq!(
-            m.insert(None, false, "/orders", "default-orders").unwrap(),
-            0
-        );
+        m.insert(None, false, "/", "default", || "default table")
+            .unwrap();
+        m.insert(Some(&api), false, "/billing", "api", || "api table")
+            .unwrap();
+        m.insert(None, false, "/orders", "default-orders", || {
+            unreachable!("exists")
+        })
+        .unwrap();
         let hit = m.lookup(Some("api.example.com"), "/billing/x").unwrap();
         assert_eq!(hit.route, Some((&"api", false)));
-        assert_eq!((hit.host, hit.table), (HostMatch::Exact, 1));
+        assert_eq!((hit.host, *hit.meta), (HostMatch::Exact, "api table"));
         assert_eq!(m.get(Some(&api), false, "/billing"), Some(&"api"));
         assert_eq!(m.get(Some(&api), false, "/"), None);
         assert_eq!(m.get(None, false, "/"), Some(&"default"));
         assert_eq!(m.get(None, true, "/"), None);
-        assert_eq!(m.table_of(Some(&api)), Some(1));
-        assert_eq!(m.table_of(Some(&host("x.example.com"))), None);
+        assert_eq!(m.table(Some(&api)).unwrap().routes(), ["api"]);
+        assert!(m.table(Some(&host("x.example.com"))).is_none());
         let miss = m.lookup(Some("api.example.com"), "/orders").unwrap();
-        assert_eq!((miss.route, miss.table), (None, 1));
+        assert_eq!((miss.route, *miss.meta), (None, "api table"));
         let other = m.lookup(Some("www.example.com"), "/orders").unwrap();
         assert_eq!(other.route, Some((&"default-orders", false)));
-        assert_eq!(m.host_tables(), 2);
+        assert_eq!(*other.meta, "default table");
         assert_eq!(m.hosts(), 1);
+    }
+
+    #[test]
+    fn an_adopted_table_is_shared_unchanged() {
+        let api = host("api.example.com");
+        let mut old: RouteMatcher<u32, &str> = RouteMatcher::new();
+        old.insert(Some(&api), false, "/a", 1, || "api").unwrap();
+        old.insert(Some(&api), true, "/b", 2, || "api").unwrap();
+        let mut new: RouteMatcher<u32, &str> = RouteMatcher::new();
+        new.adopt(old.table(Some(&api)).unwrap().clone());
+        new.insert(None, false, "/", 3, || "default").unwrap();
+        assert!(Arc::ptr_eq(
+            old.table(Some(&api)).unwrap(),
+            new.table(Some(&api)).unwrap()
+        ));
+        let hit = new.lookup(Some("API.example.com"), "/a/x").unwrap();
+        assert_eq!((hit.route, *hit.meta), (Some((&1, false)), "api"));
+        assert_eq!(
+            new.lookup(Some("api.example.com"), "/b").unwrap().route,
+            Some((&2, true))
+        );
+        assert_eq!(
+            new.lookup(Some("www.example.com"), "/b").unwrap().route,
+            Some((&3, false))
+        );
     }
 
     #[test]
     fn without_a_default_table_unknown_hosts_match_nothing() {
         let mut m = RouteMatcher::new();
-        m.insert(Some(&host("*.example.com")), false, "/", 1)
+        m.insert(Some(&host("*.example.com")), false, "/", 1, || ())
             .unwrap();
         assert!(m.lookup(Some("example.com"), "/").is_none());
         assert!(m.lookup(None, "/").is_none());
@@ -315,7 +367,7 @@ mod tests {
                     continue;
                 }
                 let pattern = key.0.as_deref().map(host);
-                m.insert(pattern.as_ref(), key.1, &key.2, table.len()).unwrap();
+                m.insert(pattern.as_ref(), key.1, &key.2, table.len(), || ()).unwrap();
                 table.push(key);
             }
             let path = path_of(&path_segs, slash);

@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use crate::config::{DEFAULT_HOST_LABEL, HostPattern, RouteFile, RouteKey, RouteSpec};
 use crate::observability::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::proxy::limits::InflightLimit;
@@ -53,6 +55,17 @@ impl Route {
             path
         }
     }
+}
+
+/// Whether a host table's routes are exactly `specs`, in order, with no CA
+/// file among them (whose contents could have changed): then the table can
+/// be shared as it is.
+fn unchanged(old: &[Arc<Route>], specs: &[RouteSpec]) -> bool {
+    old.len() == specs.len()
+        && old
+            .iter()
+            .zip(specs)
+            .all(|(o, s)| s.ca_file.is_none() && o.spec.same_as(s))
 }
 
 /// Why a valid route file could still not become a table.
@@ -99,10 +112,9 @@ pub struct Selected<'t> {
 
 /// A complete, immutable route table.
 pub struct RouteTable {
-    matcher: RouteMatcher<Arc<Route>>,
-    /// `route="none"` handles per host table (indexed like the matcher's
-    /// host tables), so a 404 is counted against the host that answered it.
-    misses: Vec<RouteMetrics>,
+    /// Each host table carries its `route="none"` handles, so a 404 is
+    /// counted against the host that answered it.
+    matcher: RouteMatcher<Arc<Route>, RouteMetrics>,
     /// In file order, for listings and `/routes`.
     routes: Vec<Arc<Route>>,
     /// `host="*", route="none"`: requests no host table took.
@@ -118,7 +130,6 @@ impl RouteTable {
     fn empty_with(miss: RouteMetrics) -> Self {
         RouteTable {
             matcher: RouteMatcher::new(),
-            misses: Vec::new(),
             routes: Vec::new(),
             miss,
         }
@@ -127,57 +138,97 @@ impl RouteTable {
     /// Builds the table for a validated file. Takes the file: its routes
     /// move into the table rather than being copied (100,000 routes is
     /// plausible, and a reload should stay well under a second).
+    ///
+    /// On a reload, a host table whose routes are all unchanged is shared
+    /// with the table being replaced, matcher and all, and costs one
+    /// comparison per route; in a changed host table, each unchanged route
+    /// is still shared.
     pub fn build(file: RouteFile, ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
         let file_name = file.source.display().to_string();
         let mut table = Self::empty_with(ctx.metrics.route(DEFAULT_HOST_LABEL, NO_ROUTE));
-        table.routes.reserve(file.routes.len());
+        let total = file.routes.len();
+        // Routes grouped by host rule (in order of first appearance), and
+        // where each route of the file went, to list them in file order.
+        let mut groups: Vec<(Option<HostPattern>, Vec<RouteSpec>)> = Vec::new();
+        let mut group_of: HashMap<Option<HostPattern>, usize> = HashMap::new();
+        let mut order: Vec<(usize, usize)> = Vec::with_capacity(total);
         for spec in file.routes {
-            // A shared route keeps the line it was first loaded from; errors
-            // name the line in this file.
-            let line = spec.line;
-            let previous = ctx
-                .previous
-                .and_then(|t| t.matcher.get(spec.host.as_ref(), spec.exact, &spec.path));
-            let route = match previous {
-                // Unchanged (the common case on a reload of a large file):
-                // the route is shared with the previous table, warm state and
-                // all. A route with a CA file is rebuilt, since the file's
-                // contents may have changed under the same name.
-                Some(old) if old.spec.same_as(&spec) && spec.ca_file.is_none() => old.clone(),
-                _ => {
-                    let client =
-                        ctx.clients
-                            .for_route(spec.ca_file.as_deref())
-                            .map_err(|source| BuildError::Upstream {
-                                file: file_name.clone(),
-                                line: spec.line,
-                                route: spec.name(),
-                                source,
-                            })?;
-                    Arc::new(Self::route(spec, client, previous, ctx))
-                }
-            };
-            let spec = &route.spec;
-            let index = table
-                .matcher
-                .insert(spec.host.as_ref(), spec.exact, &spec.path, route.clone())
-                .map_err(|source| BuildError::Prefix {
-                    file: file_name.clone(),
-                    line,
-                    route: spec.name(),
-                    source,
-                })?;
-            if index == table.misses.len() {
-                let miss = ctx
-                    .previous
-                    .and_then(|t| t.miss_of(spec.host.as_ref()))
-                    .cloned()
-                    .unwrap_or_else(|| ctx.metrics.route(&spec.host_label(), NO_ROUTE));
-                table.misses.push(miss);
-            }
-            table.routes.push(route);
+            let g = *group_of.entry(spec.host.clone()).or_insert_with(|| {
+                groups.push((spec.host.clone(), Vec::new()));
+                groups.len() - 1
+            });
+            order.push((g, groups[g].1.len()));
+            groups[g].1.push(spec);
         }
+        let mut built: Vec<Vec<Arc<Route>>> = Vec::with_capacity(groups.len());
+        for (host, specs) in groups {
+            let previous = ctx.previous.and_then(|t| t.matcher.table(host.as_ref()));
+            if let Some(old) = previous.filter(|old| unchanged(old.routes(), &specs)) {
+                table.matcher.adopt(old.clone());
+                built.push(old.routes().to_vec());
+                continue;
+            }
+            let mut routes = Vec::with_capacity(specs.len());
+            for spec in specs {
+                let route = Self::shared_or_new(spec, ctx, &file_name)?;
+                let spec = &route.spec;
+                let line = spec.line;
+                table
+                    .matcher
+                    .insert(
+                        spec.host.as_ref(),
+                        spec.exact,
+                        &spec.path,
+                        route.clone(),
+                        || {
+                            previous.map_or_else(
+                                || ctx.metrics.route(&spec.host_label(), NO_ROUTE),
+                                |old| old.meta.clone(),
+                            )
+                        },
+                    )
+                    .map_err(|source| BuildError::Prefix {
+                        file: file_name.clone(),
+                        line,
+                        route: spec.name(),
+                        source,
+                    })?;
+                routes.push(route);
+            }
+            built.push(routes);
+        }
+        table.routes = order
+            .into_iter()
+            .map(|(g, i)| built[g][i].clone())
+            .collect();
         Ok(table)
+    }
+
+    /// The previous table's route with the same key when it is unchanged
+    /// (warm state and all), else a new route. A route with a CA file is
+    /// rebuilt, since the file's contents may have changed under its name.
+    fn shared_or_new(
+        spec: RouteSpec,
+        ctx: &BuildContext<'_>,
+        file_name: &str,
+    ) -> Result<Arc<Route>, BuildError> {
+        let previous = ctx
+            .previous
+            .and_then(|t| t.matcher.get(spec.host.as_ref(), spec.exact, &spec.path));
+        if let Some(old) = previous.filter(|old| old.spec.same_as(&spec) && spec.ca_file.is_none())
+        {
+            return Ok(old.clone());
+        }
+        let client = ctx
+            .clients
+            .for_route(spec.ca_file.as_deref())
+            .map_err(|source| BuildError::Upstream {
+                file: file_name.to_string(),
+                line: spec.line,
+                route: spec.name(),
+                source,
+            })?;
+        Ok(Arc::new(Self::route(spec, client, previous, ctx)))
     }
 
     /// A new route; `previous` is the route with the same key in the table
@@ -213,11 +264,6 @@ impl RouteTable {
         }
     }
 
-    /// The previous table's `route="none"` handles for a host rule.
-    fn miss_of(&self, host: Option<&HostPattern>) -> Option<&RouteMetrics> {
-        self.misses.get(self.matcher.table_of(host)?)
-    }
-
     /// The route for a request's `Host` value and its path as matching reads
     /// it (normalized, path parameters cut: [`super::path::without_params`]).
     #[inline]
@@ -231,7 +277,7 @@ impl RouteTable {
             Some(m) => Selected {
                 host: Some(m.host),
                 route: m.route.map(|(route, _)| route),
-                miss: self.misses.get(m.table).unwrap_or(&self.miss),
+                miss: m.meta,
             },
         }
     }
@@ -330,6 +376,17 @@ mod tests {
         assert!(Arc::ptr_eq(old.get(&a).unwrap(), new.get(&a).unwrap()));
         assert!(Arc::ptr_eq(old.get(&b).unwrap(), new.get(&b).unwrap()));
         assert!(!Arc::ptr_eq(old.get(&c).unwrap(), new.get(&c).unwrap()));
+        // The api.example.com host table did not change: shared whole. The
+        // default one did (/c): rebuilt, with /a still shared inside it.
+        let api = Some("api.example.com".parse().unwrap());
+        assert!(Arc::ptr_eq(
+            old.matcher.table(api.as_ref()).unwrap(),
+            new.matcher.table(api.as_ref()).unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            old.matcher.table(None).unwrap(),
+            new.matcher.table(None).unwrap()
+        ));
         // File order is the new file's.
         let order: Vec<String> = new.routes().map(|r| r.spec.name()).collect();
         assert_eq!(order, ["api.example.com=/b", "/a", "/c"]);
