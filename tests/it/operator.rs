@@ -767,18 +767,11 @@ async fn public_listener_404s_operator_paths_and_counts_them_as_none() {
 #[tokio::test]
 async fn the_binary_serves_the_operator_listener() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("routes.yaml"),
+    let mut serve = Serve::with_routes(
+        dir.path(),
         "routes:\n  - prefix: /billing\n    backend: http://127.0.0.1:9\n",
-    )
-    .unwrap();
-    let cfg = dir.path().join("portico.yaml");
-    std::fs::write(
-        &cfg,
-        "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: routes.yaml\n",
-    )
-    .unwrap();
-    let mut serve = Serve::start(&cfg);
+        "",
+    );
     // In the order app.rs logs them.
     let public = serve.listening("http");
     let op = serve.listening("operator");

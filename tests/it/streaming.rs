@@ -201,18 +201,11 @@ async fn an_http2_client_that_never_reads_cannot_make_the_gateway_buffer_much() 
     const STREAMS: usize = 256;
     let b = Backend::start("big").await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("routes.yaml"),
-        format!("routes:\n  - prefix: /dl\n    backend: {}\n", b.url()),
-    )
-    .unwrap();
-    let cfg = dir.path().join("portico.yaml");
-    std::fs::write(
-        &cfg,
-        "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: routes.yaml\nworkers: 1\nshutdown:\n  drain_delay: 0s\n  timeout: 1s\n",
-    )
-    .unwrap();
-    let mut gw = Serve::start(&cfg);
+    let mut gw = Serve::with_routes(
+        dir.path(),
+        &format!("routes:\n  - prefix: /dl\n    backend: {}\n", b.url()),
+        "workers: 1\nshutdown:\n  drain_delay: 0s\n  timeout: 1s\n",
+    );
     let addr = gw.listening("http");
     let pid = gw.child.id();
     // Warm: one small download, so pools and buffers that exist anyway do.

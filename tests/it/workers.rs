@@ -110,18 +110,11 @@ async fn max_inflight_and_max_connections_hold_across_workers() {
 async fn the_binary_runs_its_workers_and_drains_them_all_on_sigterm() {
     let b = Backend::start("slow").await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("routes.yaml"),
-        routes_yaml(&[("/slow", &b)]),
-    )
-    .unwrap();
-    let cfg = dir.path().join("portico.yaml");
-    std::fs::write(
-        &cfg,
-        "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: routes.yaml\nworkers: 3\nshutdown:\n  drain_delay: 0s\n  timeout: 5s\n",
-    )
-    .unwrap();
-    let mut gw = Serve::start(&cfg);
+    let mut gw = Serve::with_routes(
+        dir.path(),
+        &routes_yaml(&[("/slow", &b)]),
+        "workers: 3\nshutdown:\n  drain_delay: 0s\n  timeout: 5s\n",
+    );
     let addr = gw.listening("http");
     let operator = gw.listening("operator");
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gw.child.id()))

@@ -29,6 +29,22 @@ impl Serve {
         Serve::spawn(&["serve", "--config", config])
     }
 
+    /// `portico serve` on loopback ephemeral ports with `routes` as its
+    /// route file and `extra` appended to its portico.yaml (top-level keys),
+    /// both written to `dir`.
+    pub fn with_routes(dir: &Path, routes: &str, extra: &str) -> Serve {
+        std::fs::write(dir.join("routes.yaml"), routes).unwrap();
+        let cfg = dir.join("portico.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: routes.yaml\n{extra}"
+            ),
+        )
+        .unwrap();
+        Serve::start(&cfg)
+    }
+
     /// Runs `portico ARGS` (a long-running command: `serve` or `demo`).
     pub fn spawn(args: &[&str]) -> Serve {
         let mut cmd = bin();
