@@ -146,18 +146,6 @@ pub async fn start(
     // SIGHUP reloads the route file and, through this, the certificates.
     let hup_certs = Arc::new(tokio::sync::Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let options = |kind: ListenerKind| ServerOptions {
-        kind,
-        header_read_timeout: cfg.limits.header_read_timeout,
-        max_header_bytes: cfg.limits.max_header_bytes,
-        idle_timeout: cfg.limits.idle_timeout,
-        max_connections: cfg.limits.max_connections,
-        permits: Arc::new(Semaphore::new(cfg.limits.max_connections)),
-        accepted: None,
-        tls: None,
-        connections_open: metrics.connections_open.with_label_values(&[kind.as_str()]),
-    };
-
     let mut servers = Vec::new();
     // Certificates load before any listener serves: a bad pair stops the
     // start (exit 1) rather than failing every handshake later.
@@ -169,57 +157,16 @@ pub async fn start(
         (Some(_), None) => return Err(StartError::MissingTls),
         (None, _) => None,
     };
-    let https_addr = https.as_ref().and_then(|(l, ..)| l.local_addr().ok());
-    // The public listeners run on the workers, one socket per worker each.
-    let workers = cfg.workers.count();
-    let mut jobs: Vec<Vec<Job>> = (0..workers).map(|_| Vec::new()).collect();
-    let http_addr = match listeners.http {
-        Some(l) => {
-            let addr = l.local_addr().ok();
-            log_listening(ListenerKind::Http, addr);
-            let opts = options(ListenerKind::Http);
-            // Plain HTTP only redirects when asked: nothing is proxied in clear text.
-            let redirect = https_addr
-                .filter(|_| cfg.listen.redirect_to_https)
-                .map(|to| {
-                    let port = cfg.listen.redirect_port.unwrap_or(to.port());
-                    Arc::new(HttpsRedirect::new(port, &metrics))
-                });
-            for (i, socket, opts) in per_worker(l, &opts, workers, &metrics)? {
-                jobs[i].push(match &redirect {
-                    Some(r) => job(socket, r.clone(), opts, stop_rx.clone()),
-                    None => job(socket, gateway.clone(), opts, stop_rx.clone()),
-                });
-            }
-            addr
-        }
-        None => None,
-    };
-    if let Some((l, terminator, tls)) = https {
-        log_listening(ListenerKind::Https, https_addr);
-        let opts = ServerOptions {
-            tls: Some(TlsSetup {
-                acceptor: terminator.acceptor(),
-                handshake_timeout: tls.handshake_timeout,
-                errors: metrics.tls_handshake_errors.clone(),
-                misdirected: tls.reject_misdirected.then(|| terminator.resolver()),
-            }),
-            ..options(ListenerKind::Https)
-        };
-        for (i, socket, opts) in per_worker(l, &opts, workers, &metrics)? {
-            jobs[i].push(job(socket, gateway.clone(), opts, stop_rx.clone()));
-        }
-        // Live certificate reload, polling the files until shutdown.
-        servers.push(tokio::spawn(terminator.watch(
-            crate::tls::WATCH_INTERVAL,
-            hup_certs.clone(),
-            stop_rx.clone(),
-        )));
-    }
-    for (i, jobs) in jobs.into_iter().enumerate() {
-        servers.push(worker::spawn(i + 1, jobs).map_err(StartError::Workers)?);
-    }
-    tracing::info!(workers, "public listeners served by {workers} worker(s)");
+    let (http_addr, https_addr) = spawn_public(
+        &cfg,
+        listeners.http,
+        https,
+        &gateway,
+        &metrics,
+        &stop_rx,
+        &hup_certs,
+        &mut servers,
+    )?;
     let operator = Arc::new(Operator::new(
         &cfg.operator,
         OperatorState {
@@ -235,7 +182,7 @@ pub async fn start(
             servers.push(tokio::spawn(server::serve(
                 l,
                 operator,
-                options(ListenerKind::Operator),
+                options(&cfg, &metrics, ListenerKind::Operator),
                 stop_rx.clone(),
             )));
             addr
@@ -272,6 +219,88 @@ pub async fn start(
         drain,
         done,
     })
+}
+
+/// The public listeners, on the workers: one socket per listener per worker.
+/// Also spawns the certificate watcher. Returns the bound addresses.
+#[allow(clippy::too_many_arguments)]
+fn spawn_public(
+    cfg: &GatewayConfig,
+    http: Option<TcpListener>,
+    https: Option<(TcpListener, Arc<TlsTerminator>, &crate::config::TlsSettings)>,
+    gateway: &Arc<Gateway>,
+    metrics: &Metrics,
+    stop: &watch::Receiver<bool>,
+    hup_certs: &Arc<tokio::sync::Notify>,
+    servers: &mut Vec<JoinHandle<()>>,
+) -> Result<(Option<SocketAddr>, Option<SocketAddr>), StartError> {
+    let https_addr = https.as_ref().and_then(|(l, ..)| l.local_addr().ok());
+    let workers = cfg.workers.count();
+    let mut jobs: Vec<Vec<Job>> = (0..workers).map(|_| Vec::new()).collect();
+    let http_addr = match http {
+        Some(l) => {
+            let addr = l.local_addr().ok();
+            log_listening(ListenerKind::Http, addr);
+            let opts = options(cfg, metrics, ListenerKind::Http);
+            // Plain HTTP only redirects when asked: nothing is proxied in clear text.
+            let redirect = https_addr
+                .filter(|_| cfg.listen.redirect_to_https)
+                .map(|to| {
+                    let port = cfg.listen.redirect_port.unwrap_or(to.port());
+                    Arc::new(HttpsRedirect::new(port, metrics))
+                });
+            for (i, socket, opts) in per_worker(l, &opts, workers, metrics)? {
+                jobs[i].push(match &redirect {
+                    Some(r) => job(socket, r.clone(), opts, stop.clone()),
+                    None => job(socket, gateway.clone(), opts, stop.clone()),
+                });
+            }
+            addr
+        }
+        None => None,
+    };
+    if let Some((l, terminator, tls)) = https {
+        log_listening(ListenerKind::Https, https_addr);
+        let opts = ServerOptions {
+            tls: Some(TlsSetup {
+                acceptor: terminator.acceptor(),
+                handshake_timeout: tls.handshake_timeout,
+                errors: metrics.tls_handshake_errors.clone(),
+                misdirected: tls.reject_misdirected.then(|| terminator.resolver()),
+            }),
+            ..options(cfg, metrics, ListenerKind::Https)
+        };
+        for (i, socket, opts) in per_worker(l, &opts, workers, metrics)? {
+            jobs[i].push(job(socket, gateway.clone(), opts, stop.clone()));
+        }
+        // Live certificate reload, polling the files until shutdown.
+        servers.push(tokio::spawn(terminator.watch(
+            crate::tls::WATCH_INTERVAL,
+            hup_certs.clone(),
+            stop.clone(),
+        )));
+    }
+    for (i, jobs) in jobs.into_iter().enumerate() {
+        servers.push(worker::spawn(i + 1, jobs).map_err(StartError::Workers)?);
+    }
+    tracing::info!(workers, "public listeners served by {workers} worker(s)");
+    Ok((http_addr, https_addr))
+}
+
+/// How a listener of `kind` serves connections; `max_connections` permits
+/// of its own, shared by the workers that serve it.
+fn options(cfg: &GatewayConfig, metrics: &Metrics, kind: ListenerKind) -> ServerOptions {
+    ServerOptions {
+        kind,
+        header_read_timeout: cfg.limits.header_read_timeout,
+        max_header_bytes: cfg.limits.max_header_bytes,
+        idle_timeout: cfg.limits.idle_timeout,
+        max_connections: cfg.limits.max_connections,
+        permits: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+        accepted: None,
+        tls: None,
+        connections_open: metrics.connections_open.with_label_values(&[kind.as_str()]),
+    }
 }
 
 /// One listener's sockets, one per worker, each with the worker's options.
