@@ -51,6 +51,8 @@ NGINX_ACCESS_LOG="log_format json escape=json '{\"ts\":\"\$time_iso8601\",\"requ
 
 # CPU ticks (user+system) of a process and its threads.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The same, summed over several processes (every nginx worker).
+ticks_of() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
 HZ=$(getconf CLK_TCK)
 
 # Event loops per proxy under test, the same for nginx and Portico.

@@ -57,8 +57,6 @@ NGINX_WORKERS=$(pgrep -P "$(cat "$work/proxy.pid")" | tr '\n' ' ')
 NGINX_WORKER=${NGINX_WORKERS%% *}
 
 
-# CPU ticks summed over several processes.
-ticks_of() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
 
 # bench NAME URL "PIDS" → prints "rps p50 p99 p99.9 cpu_us_per_req errors"
 # (WRK_EXTRA, an array: more wrk arguments for the scenario, e.g. a header).

@@ -107,7 +107,8 @@ PORTICO_PID=$!
 up() { curl -skf "https://127.0.0.1:$PORTICO/bench/x" >/dev/null 2>&1 && curl -skf "https://127.0.0.1:$NGINX/bench/x" >/dev/null 2>&1; }
 for _ in $(seq 50); do up && break; sleep 0.1; done
 up || { echo "a proxy did not come up:" >&2; cat "$work"/*.log >&2; exit 1; }
-NGINX_WORKER=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
+# Every nginx worker: CPU is summed over them, as over Portico's threads.
+NGINX_WORKERS=$(pgrep -P "$(cat "$work/proxy.pid")" | tr '\n' ' ')
 
 # Does a server resume an offered session? (-reconnect closes before the
 # TLS 1.3 ticket arrives, so save the session after a request and offer it.)
@@ -131,10 +132,12 @@ bench() {
     local name=$1 url=$2 pid=$3 conns=$4; shift 4
     "${WRK_ENV[@]}" wrk -t"$THREADS" -c"$conns" -d2s "$@" "$url" >/dev/null 2>&1   # warm-up
     local before after reqs rps non2xx sock cpu
-    before=$(ticks "$pid")
+    # shellcheck disable=SC2086 # a list of pids
+    before=$(ticks_of $pid)
     "${WRK_ENV[@]}" wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --latency "$@" "$url" > "$work/$name.wrk" ||
         echo "wrk failed (exit $?) on $name" >&2
-    after=$(ticks "$pid")
+    # shellcheck disable=SC2086
+    after=$(ticks_of $pid)
     reqs=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
     rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/$name.wrk")
     non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/$name.wrk")
@@ -153,7 +156,7 @@ for scenario in handshake keepalive-local keepalive-proxy; do
         keepalive-local) path=/local;   conns=$CONNECTIONS; args=() ;;
         keepalive-proxy) path=/bench/x; conns=$CONNECTIONS; args=() ;;
     esac
-    ngx=$(bench "$scenario-nginx" "https://127.0.0.1:$NGINX$path" "$NGINX_WORKER" "$conns" "${args[@]}")
+    ngx=$(bench "$scenario-nginx" "https://127.0.0.1:$NGINX$path" "$NGINX_WORKERS" "$conns" "${args[@]}")
     por=$(bench "$scenario-portico" "https://127.0.0.1:$PORTICO$path" "$PORTICO_PID" "$conns" "${args[@]}")
     read -r n_rps n_cpu n_bad n_sock <<<"$ngx"
     read -r p_rps p_cpu p_bad p_sock <<<"$por"
