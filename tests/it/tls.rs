@@ -463,6 +463,33 @@ async fn certificate_swap_by_symlink_is_picked_up_and_keepalive_survives() {
     gw.shutdown().await;
 }
 
+/// Every worker serves the rotated certificate: the certificate store is
+/// shared, and new connections land on both workers.
+#[tokio::test]
+async fn a_certificate_rotation_reaches_every_worker() {
+    let ca = TestCa::new("ca");
+    let old = ca.leaf(&["localhost"], Key::EcdsaP256);
+    let new = ca.leaf(&["localhost"], Key::EcdsaP384);
+    let mut secret = SecretVolume::new(&old.cert_pem, &old.key_pem);
+    let (gw, https) = tls_gateway("routes: []\n", &[secret.pair()], "").await;
+    let accepted = |w: &str| gw.metrics.worker_connections.with_label_values(&[w]).get();
+    secret.update(&new.cert_pem, &new.key_pem);
+    wait_for_cert(https, &new, Duration::from_secs(2)).await;
+    let before = (accepted("1"), accepted("2"));
+    // 40 new connections: the chance that one worker gets none is 2^-39.
+    for i in 0..40 {
+        let s = certs::connect(https, "localhost", ca.client(&["h2"]))
+            .await
+            .unwrap();
+        assert!(
+            certs::peer_leaf(&s) == new.der,
+            "connection {i} got the old certificate"
+        );
+    }
+    assert!(accepted("1") > before.0 && accepted("2") > before.1);
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_new_certificate_keeps_the_old_one_serving() {
     let ca = TestCa::new("ca");
