@@ -9,17 +9,10 @@ use crate::support::binary::Serve;
 use crate::support::client::{get, get_with, read_until_closed};
 use crate::support::gateway::routes_yaml;
 
+/// portico.yaml and routes in `dir`; `shutdown` holds the lines of the
+/// `shutdown:` block.
 fn write_config(dir: &Path, routes: &str, shutdown: &str) -> PathBuf {
-    std::fs::write(dir.join("routes.yaml"), routes).unwrap();
-    let cfg = dir.join("portico.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: routes.yaml\nshutdown:\n{shutdown}"
-        ),
-    )
-    .unwrap();
-    cfg
+    crate::support::binary::write_config(dir, routes, &format!("shutdown:\n{shutdown}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

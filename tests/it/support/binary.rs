@@ -16,6 +16,22 @@ pub fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("portico runs")
 }
 
+/// Writes `routes` as `DIR/routes.yaml` and a portico.yaml on loopback
+/// ephemeral ports with `extra` appended (top-level keys); returns the
+/// portico.yaml path.
+pub fn write_config(dir: &Path, routes: &str, extra: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("routes.yaml"), routes).unwrap();
+    let cfg = dir.join("portico.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: routes.yaml\n{extra}"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 /// A running `portico serve` (or `demo`) whose stdout lines are collected.
 pub struct Serve {
     pub child: Child,
@@ -33,16 +49,7 @@ impl Serve {
     /// route file and `extra` appended to its portico.yaml (top-level keys),
     /// both written to `dir`.
     pub fn with_routes(dir: &Path, routes: &str, extra: &str) -> Serve {
-        std::fs::write(dir.join("routes.yaml"), routes).unwrap();
-        let cfg = dir.join("portico.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: routes.yaml\n{extra}"
-            ),
-        )
-        .unwrap();
-        Serve::start(&cfg)
+        Serve::start(&write_config(dir, routes, extra))
     }
 
     /// Runs `portico ARGS` (a long-running command: `serve` or `demo`).
