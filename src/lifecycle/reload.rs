@@ -95,9 +95,9 @@ impl Reloader {
             generation,
             routes = count as u64,
             sha256 = %sha,
-            added = %diff.added.join(","),
-            removed = %diff.removed.join(","),
-            changed = %diff.changed.join(","),
+            added = %listed(&diff.added),
+            removed = %listed(&diff.removed),
+            changed = %listed(&diff.changed),
             "route table loaded: {} added, {} removed, {} changed",
             diff.added.len(),
             diff.removed.len(),
@@ -143,20 +143,97 @@ pub struct RouteDiff {
 }
 
 impl RouteDiff {
+    /// One lookup per route and no allocation for unchanged ones: a route
+    /// the new table shares with the old one is unchanged by construction.
     pub fn between(old: &RouteTable, new: &RouteTable) -> RouteDiff {
         let mut diff = RouteDiff::default();
         for r in new.routes() {
-            match old.get(&r.spec.key()) {
+            match old.same_key(&r.spec) {
                 None => diff.added.push(r.spec.name()),
-                Some(o) if !o.spec.same_as(&r.spec) => diff.changed.push(r.spec.name()),
+                Some(o) if !Arc::ptr_eq(o, r) && !o.spec.same_as(&r.spec) => {
+                    diff.changed.push(r.spec.name())
+                }
                 Some(_) => {}
             }
         }
         for r in old.routes() {
-            if new.get(&r.spec.key()).is_none() {
+            if new.same_key(&r.spec).is_none() {
                 diff.removed.push(r.spec.name());
             }
         }
         diff
+    }
+}
+
+/// The most routes one list of the reload log line names; a first load of
+/// a 100,000-route file must not become a 3 MB log line.
+const LISTED: usize = 20;
+
+/// `a,b,c`, or the first [`LISTED`] names and how many more.
+fn listed(names: &[String]) -> String {
+    if names.len() <= LISTED {
+        return names.join(",");
+    }
+    format!(
+        "{},... (+{} more)",
+        names[..LISTED].join(","),
+        names.len() - LISTED
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::upstream::PoolTimeouts;
+    use crate::routing::table::BuildContext;
+
+    fn table(yaml: &str, previous: Option<&RouteTable>, metrics: &Metrics) -> RouteTable {
+        let file = config::parse_route_file(std::path::Path::new("r.yaml"), yaml).unwrap();
+        let clients = UpstreamClients::new(PoolTimeouts {
+            connect: Duration::from_secs(1),
+            idle: Duration::from_secs(1),
+        })
+        .unwrap();
+        let ctx = BuildContext {
+            metrics,
+            clients: &clients,
+            default_timeout: Duration::from_secs(30),
+            previous,
+        };
+        RouteTable::build(file, &ctx).unwrap()
+    }
+
+    #[test]
+    fn diff_names_routes_by_host_and_path() {
+        let metrics = Metrics::new();
+        let old = table(
+            "routes:\n  - prefix: /a\n    backend: http://a:1\n  - host: api.example.com\n    exact: /s\n    backend: http://s:1\n  - prefix: /gone\n    backend: http://g:1\n",
+            None,
+            &metrics,
+        );
+        let new = table(
+            "routes:\n  - prefix: /a\n    backend: http://a:2\n  - host: api.example.com\n    exact: /s\n    backend: http://s:1\n  - host: api.example.com\n    prefix: /s\n    backend: http://s:1\n",
+            Some(&old),
+            &metrics,
+        );
+        assert_eq!(
+            RouteDiff::between(&old, &new),
+            RouteDiff {
+                added: vec!["api.example.com/s".into()],
+                removed: vec!["/gone".into()],
+                changed: vec!["/a".into()],
+            }
+        );
+        assert_eq!(RouteDiff::between(&new, &new), RouteDiff::default());
+    }
+
+    #[test]
+    fn long_lists_are_cut_in_the_log_line() {
+        let names: Vec<String> = (0..25).map(|i| format!("/r{i}")).collect();
+        let line = listed(&names);
+        assert!(line.starts_with("/r0,/r1,"), "{line}");
+        assert!(line.ends_with("/r19,... (+5 more)"), "{line}");
+        assert_eq!(listed(&names[..2]), "/r0,/r1");
+        assert_eq!(listed(&[]), "");
     }
 }

@@ -150,11 +150,10 @@ impl Gateway {
         }
         let table = self.live.current();
         let selected = table.select(host_str, &matching);
-        let Some(route) = selected.route.cloned() else {
+        let Some(route): Option<Arc<Route>> = selected.route.cloned() else {
             x.metrics = selected.miss.clone();
             return Err(ProxyError::NoRoute);
         };
-        let route: Arc<Route> = route;
         x.metrics = route.metrics.clone();
 
         // Shed load at once rather than queue behind a slow upstream.
@@ -276,15 +275,7 @@ impl Service for Gateway {
 /// through: certificates name DNS names, and such a request can only reach
 /// the routes without host, which serve every host anyway.
 fn misdirected(names: &crate::tls::CertNames, host: Option<&str>) -> bool {
-    let Some(host) = host else {
-        return false;
-    };
-    let bare = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(name, _)| name);
-    let is_ip = bare.parse::<std::net::Ipv4Addr>().is_ok() || bare.starts_with('[');
-    !is_ip && !names.covers(host)
+    host.is_some_and(|h| !crate::routing::host::is_ip_literal(h) && !names.covers(h))
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

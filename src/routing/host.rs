@@ -59,6 +59,19 @@ impl<T> HostRouter<T> {
         }
     }
 
+    /// Sets the value for a host rule, replacing any.
+    pub fn insert(&mut self, host: Option<&HostPattern>, value: T) {
+        match host {
+            None => self.default = Some(value),
+            Some(HostPattern::Exact(name)) => {
+                self.exact.insert(name.as_str().into(), value);
+            }
+            Some(HostPattern::Wildcard(parent)) => {
+                self.wildcard.insert(parent.as_str().into(), value);
+            }
+        }
+    }
+
     /// The value for exactly this host rule, if it has one.
     pub fn get(&self, host: Option<&HostPattern>) -> Option<&T> {
         match host {
@@ -103,6 +116,23 @@ impl<T> Default for HostRouter<T> {
     }
 }
 
+/// A `Host` value without its `:port`; `None` when what follows the last
+/// `:` is not a port.
+pub fn without_port(raw: &str) -> Option<&str> {
+    match raw.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => Some(name),
+        Some(_) => None,
+        None => Some(raw),
+    }
+}
+
+/// Whether a `Host` value names an IP address (`10.0.0.1:8080`,
+/// `[::1]:8443`) rather than a DNS name.
+pub fn is_ip_literal(raw: &str) -> bool {
+    raw.starts_with('[')
+        || without_port(raw).is_some_and(|h| h.parse::<std::net::Ipv4Addr>().is_ok())
+}
+
 /// `map[key]`, made with `make` if absent; the key is only copied then (a
 /// large table has many routes per host).
 fn entry<'m, T>(map: &'m mut Map<T>, key: &str, make: impl FnOnce() -> T) -> &'m mut T {
@@ -123,11 +153,7 @@ pub fn host_name<'a>(raw: &'a str, buf: &'a mut [u8; MAX_NAME]) -> Option<&'a st
     if raw.starts_with('[') {
         return None;
     }
-    let name = match raw.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        Some(_) => return None,
-        None => raw,
-    };
+    let name = without_port(raw)?;
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() || name.len() > MAX_NAME {
         return None;
@@ -189,6 +215,24 @@ mod tests {
         }
         assert_eq!(r.lookup(None), Some((&"default", HostMatch::Default)));
         assert_eq!(r.hosts(), 4);
+    }
+
+    #[test]
+    fn ports_and_ip_literals() {
+        assert_eq!(without_port("a.example:8443"), Some("a.example"));
+        assert_eq!(without_port("a.example"), Some("a.example"));
+        assert_eq!(without_port("a.example:x"), None);
+        for (host, ip) in [
+            ("10.0.0.1", true),
+            ("10.0.0.1:8443", true),
+            ("[::1]:8443", true),
+            ("[::1]", true),
+            ("a.example", false),
+            ("a.example:443", false),
+            ("10.0.0.1.example", false),
+        ] {
+            assert_eq!(is_ip_literal(host), ip, "{host}");
+        }
     }
 
     #[test]

@@ -101,13 +101,7 @@ impl<T: Clone, M> RouteMatcher<T, M> {
     /// this matcher yet.
     pub fn adopt(&mut self, table: Arc<HostTable<T, M>>) {
         let host = table.pattern.clone();
-        let mut table = Some(table);
-        let slot = self
-            .hosts
-            .entry(host.as_ref(), || table.take().expect("taken once"));
-        if let Some(table) = table {
-            *slot = table;
-        }
+        self.hosts.insert(host.as_ref(), table);
     }
 
     /// The host table of exactly this host rule, if it has one.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use crate::config::{DEFAULT_HOST_LABEL, HostPattern, RouteFile, RouteKey, RouteSpec};
+use crate::config::{DEFAULT_HOST_LABEL, HostPattern, RouteFile, RouteSpec};
 use crate::observability::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::proxy::limits::InflightLimit;
 use crate::proxy::upstream::{
@@ -212,9 +212,7 @@ impl RouteTable {
         ctx: &BuildContext<'_>,
         file_name: &str,
     ) -> Result<Arc<Route>, BuildError> {
-        let previous = ctx
-            .previous
-            .and_then(|t| t.matcher.get(spec.host.as_ref(), spec.exact, &spec.path));
+        let previous = ctx.previous.and_then(|t| t.same_key(&spec));
         if let Some(old) = previous.filter(|old| old.spec.same_as(&spec) && spec.ca_file.is_none())
         {
             return Ok(old.clone());
@@ -287,10 +285,10 @@ impl RouteTable {
         self.select(None, path).route
     }
 
-    /// The route with exactly this key.
-    pub fn get(&self, key: &RouteKey) -> Option<&Arc<Route>> {
-        let (host, exact, path) = key;
-        self.matcher.get(host.as_ref(), *exact, path)
+    /// The route with the same host rule, kind and path as `spec` (what a
+    /// route file may hold once), without building a key.
+    pub fn same_key(&self, spec: &RouteSpec) -> Option<&Arc<Route>> {
+        self.matcher.get(spec.host.as_ref(), spec.exact, &spec.path)
     }
 
     /// Routes in file order.
@@ -368,14 +366,26 @@ mod tests {
     backend: http://c:2
 ";
         let new = build(file(v2), &metrics, Some(&old));
-        let key =
-            |h: Option<&str>, exact, p: &str| (h.map(|h| h.parse().unwrap()), exact, p.to_string());
-        let a = key(None, false, "/a");
-        let b = key(Some("api.example.com"), true, "/b");
-        let c = key(None, false, "/c");
-        assert!(Arc::ptr_eq(old.get(&a).unwrap(), new.get(&a).unwrap()));
-        assert!(Arc::ptr_eq(old.get(&b).unwrap(), new.get(&b).unwrap()));
-        assert!(!Arc::ptr_eq(old.get(&c).unwrap(), new.get(&c).unwrap()));
+        // The new table's specs name the routes to compare.
+        let spec = |name: &str| {
+            new.routes()
+                .find(|r| r.spec.name() == name)
+                .map(|r| r.spec.clone())
+                .unwrap()
+        };
+        let (a, b, c) = (spec("/a"), spec("api.example.com=/b"), spec("/c"));
+        assert!(Arc::ptr_eq(
+            old.same_key(&a).unwrap(),
+            new.same_key(&a).unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            old.same_key(&b).unwrap(),
+            new.same_key(&b).unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            old.same_key(&c).unwrap(),
+            new.same_key(&c).unwrap()
+        ));
         // The api.example.com host table did not change: shared whole. The
         // default one did (/c): rebuilt, with /a still shared inside it.
         let api = Some("api.example.com".parse().unwrap());
@@ -391,9 +401,18 @@ mod tests {
         let order: Vec<String> = new.routes().map(|r| r.spec.name()).collect();
         assert_eq!(order, ["api.example.com=/b", "/a", "/c"]);
         // A shared route's in-flight counter is the same counter.
-        let permit = old.get(&a).unwrap().limit.as_ref().unwrap().try_acquire();
+        let permit = old
+            .same_key(&a)
+            .unwrap()
+            .limit
+            .as_ref()
+            .unwrap()
+            .try_acquire();
         assert!(permit.is_some());
-        assert_eq!(new.get(&a).unwrap().limit.as_ref().unwrap().current(), 1);
+        assert_eq!(
+            new.same_key(&a).unwrap().limit.as_ref().unwrap().current(),
+            1
+        );
     }
 
     #[test]
