@@ -72,16 +72,47 @@ async fn connections_spread_over_every_worker_and_a_reload_reaches_them_all() {
 async fn a_keep_alive_client_reuses_one_upstream_connection_on_its_worker() {
     let a = Backend::start("a").await;
     let gw = TestGateway::start_with(&routes_yaml(&[("/svc", &a)]), "workers: 2\n").await;
-    let client = http1();
+    let url = format!("http://{}/svc", gw.addr);
+    let once = |client: &Client| {
+        let req = http::Request::get(&url).body(Default::default()).unwrap();
+        let client = client.clone();
+        async move { assert_eq!(send(&client, req).await.status, 200) }
+    };
+    let first = http1();
     for _ in 0..10 {
-        let req = http::Request::get(format!("http://{}/svc", gw.addr))
-            .body(Default::default())
-            .unwrap();
-        assert_eq!(send(&client, req).await.status, 200);
+        once(&first).await;
     }
     assert_eq!(a.connections(), 1);
+
+    // A second client connection on the other worker (new connections until
+    // one lands there; those on the first worker reuse its upstream).
+    let first_worker = if accepted(&gw, 1) == 1 { 1 } else { 2 };
+    let other = 3 - first_worker;
+    let mut second = None;
+    for _ in 0..64 {
+        let client = http1();
+        once(&client).await;
+        if accepted(&gw, other) == 1 {
+            second = Some(client);
+            break;
+        }
+    }
+    let second = second.expect("no connection reached the other worker");
+    // Requests alternate between the workers, one at a time: a pool shared
+    // by the workers would carry them all on one upstream connection; each
+    // worker keeps its own instead.
+    for _ in 0..5 {
+        once(&first).await;
+        once(&second).await;
+    }
+    assert_eq!(a.connections(), 2, "one upstream connection per worker");
     gw.shutdown().await;
 }
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
 
 #[tokio::test]
 async fn max_inflight_and_max_connections_hold_across_workers() {
