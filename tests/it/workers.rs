@@ -115,7 +115,9 @@ type Client = hyper_util::client::legacy::Client<
 >;
 
 #[tokio::test]
-async fn max_inflight_and_max_connections_hold_across_workers() {
+// max_connections across workers: limits::connections_over_the_limit_wait_in_the_backlog
+// runs on two workers (it caught a worker starving the other of permits).
+async fn max_inflight_holds_across_workers() {
     let slow = Backend::start("slow").await;
     let gw = TestGateway::start_with(
         &routes_yaml(&[("/slow", &slow)]),
