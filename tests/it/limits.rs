@@ -166,7 +166,9 @@ async fn connections_over_the_limit_wait_in_the_backlog() {
     let b = Backend::start("b").await;
     let gw = TestGateway::start_with(
         &routes_yaml(&[("/b", &b)]),
-        "limits:\n  max_connections: 2\n",
+        // Two workers share the limit (one worker parked in accept with a
+        // permit once starved the other).
+        "workers: 2\nlimits:\n  max_connections: 2\n",
     )
     .await;
     let req = b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n";
