@@ -91,6 +91,10 @@ impl Gateway {
         let mut resp = match self.proxy(&mut x, parts, body, conn).await {
             Ok(upstream) => {
                 let (mut head, body) = upstream.into_parts();
+                // The client's protocol, not the backend's: an HTTP/1.0
+                // backend must not turn the answer to an HTTP/1.1 client
+                // into HTTP/1.0 (hyper still answers 1.0 to 1.0 clients).
+                head.version = Version::HTTP_11;
                 headers::strip_hop_by_hop(&mut head.headers);
                 head.headers
                     .insert(request_id::X_REQUEST_ID.clone(), request_id);

@@ -500,3 +500,53 @@ async fn a_download_longer_than_the_idle_timeout_keeps_its_connection() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_http_1_0_backend_answers_http_1_1_clients_in_http_1_1() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A backend that speaks HTTP/1.0: one answer per connection, then close.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nold-ok")
+                    .await;
+            });
+        }
+    });
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - prefix: /old\n    backend: http://{addr}\n"
+    ))
+    .await;
+    // Two requests on one keep-alive connection: both answered in HTTP/1.1.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut seen = String::new();
+    for _ in 0..2 {
+        s.write_all(b"GET /old/x HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = String::new();
+        while !got.ends_with("old-ok") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("answer in time")
+                .unwrap();
+            assert!(n > 0, "connection closed after: {seen}{got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        seen.push_str(&got);
+    }
+    // An HTTP/1.0 client still gets HTTP/1.0.
+    let (status_line, _) = {
+        let text = client::raw(gw.addr, b"GET /old/y HTTP/1.0\r\n\r\n").await;
+        (text.lines().next().unwrap_or("").to_owned(), text)
+    };
+    assert_eq!(status_line, "HTTP/1.0 200 OK");
+    gw.shutdown().await;
+}
