@@ -190,6 +190,9 @@ pub async fn start(
         None => None,
     };
 
+    servers.push(tokio::spawn(crate::lifecycle::memory::trim_freed(
+        stop_rx.clone(),
+    )));
     let (watch_stop_tx, watch_stop_rx) = watch::channel(false);
     let watcher = tokio::spawn(crate::lifecycle::watch::run(
         reloader,
@@ -300,6 +303,9 @@ fn options(cfg: &GatewayConfig, metrics: &Metrics, kind: ListenerKind) -> Server
         accepted: None,
         tls: None,
         connections_open: metrics.connections_open.with_label_values(&[kind.as_str()]),
+        connections_parked: metrics
+            .connections_parked
+            .with_label_values(&[kind.as_str()]),
     }
 }
 

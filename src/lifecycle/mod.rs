@@ -1,9 +1,10 @@
 //! Lifecycle: loading the route table (at start, on file change, on SIGHUP),
-//! the process's open-file limit, and shutting down without dropping
+//! the process's open-file limit, returning freed memory, and shutting down without dropping
 //! accepted requests.
 
 pub mod drain;
 pub mod fd_limit;
+pub mod memory;
 pub mod reload;
 pub mod shutdown;
 pub mod signals;

@@ -17,6 +17,7 @@ pub const REQUEST_DURATION_SECONDS: &str = "portico_request_duration_seconds";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "portico_upstream_errors_total";
 pub const INFLIGHT_REQUESTS: &str = "portico_inflight_requests";
 pub const CONNECTIONS_OPEN: &str = "portico_connections_open";
+pub const CONNECTIONS_PARKED: &str = "portico_connections_parked";
 pub const CONFIG_RELOADS_TOTAL: &str = "portico_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "portico_config_generation";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "portico_tls_handshake_errors_total";
@@ -99,6 +100,7 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub inflight: IntGauge,
     pub connections_open: IntGaugeVec,
+    pub connections_parked: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub tls_handshake_errors: IntCounter,
@@ -141,6 +143,14 @@ impl Metrics {
             .expect("valid metric");
         let connections_open = IntGaugeVec::new(
             Opts::new(CONNECTIONS_OPEN, "Open client connections, by listener."),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let connections_parked = IntGaugeVec::new(
+            Opts::new(
+                CONNECTIONS_PARKED,
+                "Open HTTP/1.1 connections idle between requests with their buffers released, by listener.",
+            ),
             &["listener"],
         )
         .expect("valid metric");
@@ -187,6 +197,7 @@ impl Metrics {
             Box::new(upstream_errors.clone()),
             Box::new(inflight.clone()),
             Box::new(connections_open.clone()),
+            Box::new(connections_parked.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_generation.clone()),
             Box::new(tls_handshake_errors.clone()),
@@ -213,6 +224,7 @@ impl Metrics {
             upstream_errors,
             inflight,
             connections_open,
+            connections_parked,
             config_reloads,
             config_generation,
             tls_handshake_errors,

@@ -1,6 +1,7 @@
 //! The accept loop shared by the public and operator listeners: connection
 //! permits, accept-error backoff, optional TLS handshake under a timeout,
-//! HTTP/1.1 + HTTP/2 via hyper-util's auto builder, and graceful close.
+//! HTTP/1.1 (parked while idle, see [`idle`]) and HTTP/2 via hyper, the
+//! idle and head timeouts, and graceful close.
 //! [`worker`] runs the public listeners on one event loop per core.
 
 use std::convert::Infallible;
@@ -12,19 +13,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use prometheus::{IntCounter, IntGauge};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+mod idle;
 pub mod worker;
+
+use idle::{Rewind, Transport};
 
 use crate::proxy::body::GatewayBody;
 use crate::tls::{CertNames, SniResolver};
@@ -108,6 +113,8 @@ pub struct ServerOptions {
     pub tls: Option<TlsSetup>,
     /// `portico_connections_open{listener}` for this listener.
     pub connections_open: IntGauge,
+    /// `portico_connections_parked{listener}` (see [`idle`]).
+    pub connections_parked: IntGauge,
 }
 
 /// Serves `listener` until `stop` turns true, then stops accepting, asks
@@ -120,7 +127,7 @@ pub async fn serve<S: Service>(
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = opts.permits.clone();
-    let builder = Arc::new(http_builder(&opts));
+    let builders = Arc::new(http_builders(&opts));
     let local = listener.local_addr().ok();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -163,9 +170,10 @@ pub async fn serve<S: Service>(
         };
         let task = Connection {
             service: service.clone(),
-            builder: builder.clone(),
+            builders: builders.clone(),
             tls: opts.tls.clone(),
             gauge: opts.connections_open.clone(),
+            parked: opts.connections_parked.clone(),
             stop: stop.clone(),
             idle_timeout: opts.idle_timeout,
             header_read_timeout: opts.header_read_timeout,
@@ -198,21 +206,26 @@ fn unmap(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn http_builder(opts: &ServerOptions) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+/// hyper's connection builders, one per protocol, set up once per listener.
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+fn http_builders(opts: &ServerOptions) -> Builders {
     // hyper's buffer limit sits above ours so that Portico's own check
     // answers with the JSON 431; hyper's bare 431 is the backstop.
     let buf = (opts.max_header_bytes * 2).max(16 * 1024);
-    b.http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         // Portico times request heads itself (see `Activity`): hyper's timer
         // also runs while a keep-alive connection waits for its next
         // request, which would make `idle_timeout` meaningless.
         .header_read_timeout(None)
         .max_buf_size(buf)
         .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(buf).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         // What one stream may queue for a client whatever window it grants
@@ -225,21 +238,23 @@ fn http_builder(opts: &ServerOptions) -> auto::Builder<TokioExecutor> {
         .max_send_buf_size(H2_SEND_BUFFER)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    b
+    Builders { h1, h2 }
 }
 
 /// One accepted connection.
 struct Connection<S> {
     service: Arc<S>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     tls: Option<TlsSetup>,
     gauge: IntGauge,
+    parked: IntGauge,
     stop: watch::Receiver<bool>,
     idle_timeout: Duration,
     header_read_timeout: Duration,
 }
 
-/// Keeps `portico_connections_open` true even if a task panics.
+/// Keeps a gauge (`portico_connections_open`, `portico_connections_parked`)
+/// true even if a task panics.
 struct OpenGuard(IntGauge);
 
 impl Drop for OpenGuard {
@@ -248,101 +263,335 @@ impl Drop for OpenGuard {
     }
 }
 
+/// Counts a connection's end for [`crate::lifecycle::memory`].
+struct Released;
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        crate::lifecycle::memory::released();
+    }
+}
+
+/// The response future hyper's HTTP/1.1 connection needs to be `Unpin` to
+/// hand its socket back (`poll_without_shutdown`), hence boxed.
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+
+/// How an HTTP/1.1 connection's hyper half ended.
+enum H1End {
+    /// The connection is over (client closed, `Connection: close`, drain,
+    /// idle timeout, or an error).
+    Done(hyper::Result<()>),
+    /// Parked: quiet for [`idle::PARK_AFTER`]; the socket is handed back.
+    Parked,
+    /// A request head took too long (slowloris): drop without a word.
+    Dropped,
+}
+
 impl<S: Service> Connection<S> {
-    async fn run(self, tcp: TcpStream, mut conn: ConnInfo) {
+    async fn run(self, tcp: TcpStream, conn: ConnInfo) {
         self.gauge.inc();
         let _open = OpenGuard(self.gauge.clone());
+        let _released = Released;
         match &self.tls {
-            None => self.serve_http(tcp, conn, false).await,
-            Some(tls) => {
-                let handshake =
-                    tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(tcp));
-                match handshake.await {
-                    Ok(Ok(stream)) => {
-                        let session = stream.get_ref().1;
-                        let h2 = session.alpn_protocol() == Some(b"h2");
-                        conn.tls_names = tls
-                            .misdirected
-                            .as_ref()
-                            .map(|certs| certs.current().covering(session.server_name()));
-                        self.serve_http(stream, conn, h2).await
-                    }
+            None => {
+                // Nothing is allocated for a client until its first bytes
+                // arrive, and those must come within the head timeout.
+                let mut stop = self.stop.clone();
+                let first = tokio::select! {
+                    r = tokio::time::timeout(self.header_read_timeout, idle::sniff_h2(tcp)) => r,
+                    _ = wait_true(&mut stop) => return,
+                };
+                match first {
+                    Ok(Ok(Some((io, true)))) => Box::pin(self.serve_h2(io, conn)).await,
+                    Ok(Ok(Some((io, false)))) => self.serve_h1(io, conn).await,
+                    Ok(Ok(None)) => {}
                     Ok(Err(e)) => {
-                        tls.errors.inc();
-                        tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+                        tracing::debug!(peer = %conn.peer, listener = conn.listener.as_str(), error = %e, "connection failed before a request");
                     }
                     Err(_) => {
-                        tls.errors.inc();
-                        tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
+                        tracing::debug!(peer = %conn.peer, listener = conn.listener.as_str(), "no request within header_read_timeout; closing");
                     }
+                }
+            }
+            // Boxed: a TLS session is large, and the task of a cleartext
+            // connection would otherwise be as large for as long as it lives.
+            Some(tls) => Box::pin(self.serve_tls(tcp, conn, tls)).await,
+        }
+    }
+
+    /// The TLS handshake under its timeout, then HTTP/1.1 or, by ALPN,
+    /// HTTP/2 (RFC 9113 §3.2).
+    async fn serve_tls(&self, tcp: TcpStream, mut conn: ConnInfo, tls: &TlsSetup) {
+        let handshake = tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(tcp));
+        match handshake.await {
+            Ok(Ok(stream)) => {
+                let session = stream.get_ref().1;
+                let h2 = session.alpn_protocol() == Some(b"h2");
+                conn.tls_names = tls
+                    .misdirected
+                    .as_ref()
+                    .map(|certs| certs.current().covering(session.server_name()));
+                if h2 {
+                    Box::pin(self.serve_h2(stream, conn)).await
+                } else {
+                    self.serve_h1(Rewind::new(stream, Bytes::new()), conn).await
+                }
+            }
+            Ok(Err(e)) => {
+                tls.errors.inc();
+                tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                tls.errors.inc();
+                tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
+            }
+        }
+    }
+
+    /// The per-connection request handler: counts requests in progress for
+    /// the timeouts and responses being written for parking.
+    fn handler(
+        &self,
+        activity: &Activity,
+        conn: &ConnInfo,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<TrackedBody>,
+        Error = Infallible,
+        Future = ResponseFuture,
+    > + Clone
+    + Unpin
+    + use<S> {
+        let service = self.service.clone();
+        let activity = activity.clone();
+        let conn = conn.clone();
+        service_fn(move |req: Request<Incoming>| -> ResponseFuture {
+            let service = service.clone();
+            let active = activity.request_started(!req.body().is_end_stream());
+            let responding = activity.responding();
+            let conn = conn.clone();
+            Box::pin(async move {
+                let resp = service.call(req, conn).await;
+                drop(active);
+                Ok(resp.map(|inner| TrackedBody {
+                    inner,
+                    _responding: responding,
+                }))
+            })
+        })
+    }
+
+    /// Serves HTTP/1.1 until the connection ends, parking it whenever it
+    /// has been quiet for [`idle::PARK_AFTER`] (see [`idle`]). A parked
+    /// connection is closed at the idle timeout or on drain like any idle
+    /// one: nothing is written to it.
+    async fn serve_h1<T: Transport>(&self, io: Rewind<T>, conn: ConnInfo) {
+        let activity = Activity::new(false);
+        let handler = self.handler(&activity, &conn);
+        let mut io = io;
+        loop {
+            let wrapped = ActivityIo {
+                inner: io,
+                activity: activity.clone(),
+            };
+            // Boxed: freed while the connection is parked.
+            let mut c = Box::new(
+                self.builders
+                    .h1
+                    .serve_connection(TokioIo::new(wrapped), handler.clone()),
+            );
+            match self.drive_h1(&mut c, &activity, &conn).await {
+                H1End::Done(r) => {
+                    if r.is_ok() {
+                        // What hyper would have done: FIN (TLS: close_notify).
+                        let mut io = c.into_parts().io.into_inner();
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
+                    }
+                    log_conn_end(r.map_err(Into::into), &conn);
+                    return;
+                }
+                H1End::Dropped => return,
+                H1End::Parked => {
+                    let parts = c.into_parts();
+                    io = parts.io.into_inner().inner;
+                    if !parts.read_buf.is_empty() {
+                        io.set_prefix(parts.read_buf);
+                    }
+                }
+            }
+            // Parked: only the socket is held until the client speaks again.
+            if !self.wait_parked(&io, &activity, &conn).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits, holding only the socket, until a parked connection is readable
+    /// (`true`), or its idle timeout passes, the listener stops or the
+    /// socket fails (`false`: close it, writing nothing).
+    async fn wait_parked<T: Transport>(
+        &self,
+        io: &Rewind<T>,
+        activity: &Activity,
+        conn: &ConnInfo,
+    ) -> bool {
+        self.parked.inc();
+        let _parked = OpenGuard(self.parked.clone());
+        crate::lifecycle::memory::released();
+        let left = self.idle_timeout.saturating_sub(activity.idle_for());
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            r = idle::readable(io) => r.is_ok(),
+            _ = wait_true(&mut stop) => false,
+            _ = tokio::time::sleep(left) => {
+                tracing::debug!(peer = %conn.peer, listener = conn.listener.as_str(), "closing idle connection");
+                false
+            }
+        }
+    }
+
+    /// Drives one hyper HTTP/1.1 connection: the idle and head timeouts,
+    /// drain, and the park request once the connection has been quiet.
+    async fn drive_h1<I, H>(
+        &self,
+        c: &mut http1::Connection<TokioIo<I>, H>,
+        activity: &Activity,
+        conn: &ConnInfo,
+    ) -> H1End
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: hyper::service::HttpService<Incoming, ResBody = TrackedBody> + Unpin,
+        H::Future: Unpin,
+        H::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut stop = self.stop.clone();
+        let mut closing = false;
+        let timer = tokio::time::sleep(self.next_check(activity));
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                r = std::future::poll_fn(|cx| c.poll_without_shutdown(cx)) => {
+                    // Parked with part of a pipelined head in hyper's
+                    // buffer, hyper reports an incomplete message, having
+                    // written nothing: its buffer goes back like any.
+                    return if activity.was_parked() { H1End::Parked } else { H1End::Done(r) };
+                }
+                _ = wait_true(&mut stop), if !closing => {
+                    closing = true;
+                    Pin::new(&mut *c).graceful_shutdown();
+                }
+                _ = &mut timer => {
+                    if activity.head_overdue(self.header_read_timeout) {
+                        tracing::debug!(peer = %conn.peer, listener = conn.listener.as_str(), "request head not received in time; closing");
+                        return H1End::Dropped;
+                    }
+                    let idle = activity.idle_for();
+                    if !closing && idle >= self.idle_timeout {
+                        tracing::debug!(peer = %conn.peer, listener = conn.listener.as_str(), "closing idle connection");
+                        closing = true;
+                        Pin::new(&mut *c).graceful_shutdown();
+                    } else if !closing && idle >= idle::PARK_AFTER {
+                        // Takes effect at hyper's next read, polled next.
+                        activity.request_park();
+                    }
+                    timer.as_mut().reset(Instant::now() + self.next_check(activity));
                 }
             }
         }
     }
 
-    /// Serves HTTP on one connection until it ends, the listener stops, it
-    /// idles past `idle_timeout`, or (HTTP/1.1) a request head takes longer
-    /// than `header_read_timeout` to arrive. `h2` is known from ALPN on TLS;
-    /// for cleartext it is recognised from the connection preface.
-    async fn serve_http<I>(&self, io: I, conn: ConnInfo, h2: bool)
+    /// When to look at a connection's timers next: at half the shortest
+    /// deadline, so each is enforced within 1.5x its value with about one
+    /// wake-up per connection per period, whatever the request rate.
+    fn next_check(&self, activity: &Activity) -> Duration {
+        let park = if activity.is_h2() {
+            self.idle_timeout
+        } else {
+            idle::PARK_AFTER
+        };
+        (self.idle_timeout.min(self.header_read_timeout).min(park) / 2)
+            .max(Duration::from_millis(25))
+    }
+
+    /// Serves HTTP/2 until the connection ends, the listener stops, or it
+    /// idles past `idle_timeout`. Streams are bounded by h2's own limits.
+    async fn serve_h2<I>(&self, io: I, conn: ConnInfo)
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = Activity::new(h2);
-        let service = self.service.clone();
-        let requests = activity.clone();
-        let per_request = conn.clone();
-        let svc = service_fn(move |req| {
-            let service = service.clone();
-            let active = requests.request_started();
-            let conn = per_request.clone();
-            async move {
-                let resp = service.call(req, conn).await;
-                drop(active);
-                Ok::<_, Infallible>(resp)
-            }
-        });
+        let activity = Activity::new(true);
         let io = ActivityIo {
             inner: io,
             activity: activity.clone(),
         };
-        let c = self.builder.serve_connection(TokioIo::new(io), svc);
+        let c = self
+            .builders
+            .h2
+            .serve_connection(TokioIo::new(io), self.handler(&activity, &conn));
         tokio::pin!(c);
         let mut stop = self.stop.clone();
-        let idle = self.idle_timeout;
-        let head = self.header_read_timeout;
-        // Checked at half the shorter timeout: a deadline is enforced within
-        // 1.5x its value, with one timer wake-up per connection per period.
-        let check = (idle.min(head) / 2).max(Duration::from_millis(25));
+        let timer = tokio::time::sleep(self.next_check(&activity));
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 r = c.as_mut() => {
-                    log_conn_end(r, &conn);
+                    log_conn_end(r.map_err(Into::into), &conn);
                     return;
                 }
                 _ = wait_true(&mut stop) => break,
-                _ = tokio::time::sleep(check) => {
-                    if activity.head_overdue(head) {
-                        // Slowloris: no graceful close for a client that
-                        // cannot finish a request head; drop it.
-                        tracing::debug!(peer = %conn.peer, listener = conn.listener.as_str(), "request head not received in time; closing");
-                        return;
-                    }
-                    if activity.idle_for() >= idle {
+                _ = &mut timer => {
+                    if activity.idle_for() >= self.idle_timeout {
                         tracing::debug!(peer = %conn.peer, listener = conn.listener.as_str(), "closing idle connection");
                         break;
                     }
+                    timer.as_mut().reset(Instant::now() + self.next_check(&activity));
                 }
             }
         }
         c.as_mut().graceful_shutdown();
-        log_conn_end(c.await, &conn);
+        log_conn_end(c.await.map_err(Into::into), &conn);
     }
 }
 
-/// What a connection is doing, for its timeouts: when bytes last moved
-/// (idle timeout), whether a request is being handled, and since when an
-/// HTTP/1.1 request head has been arriving (header read timeout).
+/// How long a finished connection's close (TLS `close_notify`) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pin_project_lite::pin_project! {
+    /// A response body that tells its connection when it is done being
+    /// written (hyper drops it then), so a connection is never parked
+    /// while a response is still going out.
+    pub struct TrackedBody {
+        #[pin]
+        inner: GatewayBody,
+        _responding: Responding,
+    }
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = <GatewayBody as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What a connection is doing, for its timeouts and for parking: when bytes
+/// last moved (idle timeout), whether a request is being handled, whether a
+/// response is still being written, and since when an HTTP/1.1 request head
+/// has been arriving (header read timeout).
 #[derive(Clone)]
 struct Activity {
     inner: Arc<ActivityInner>,
@@ -357,15 +606,28 @@ struct ActivityInner {
     last_io_ms: AtomicU64,
     /// Requests whose handler has not produced a response head yet.
     active: AtomicU64,
+    /// Responses whose body hyper has not finished writing.
+    responding: AtomicU64,
     /// Milliseconds since `origin` when the current request head started
     /// (the connection's start, or the first byte after a response), or
     /// [`NO_HEAD`]. HTTP/1.1 only.
     head_since_ms: AtomicU64,
+    /// Bytes were read while a body-less request was being handled: they
+    /// can only be a pipelined next request, which hyper may hold partly.
+    /// Cleared when the next request starts.
+    pipelined: AtomicBool,
+    /// The request being handled has a body (reads while it is handled are
+    /// that body).
+    with_body: AtomicBool,
     /// HTTP/2 has no per-request head to time; its streams are bounded by
-    /// the h2 layer's own limits.
-    h2: AtomicBool,
-    /// Whether the first bytes were looked at for the HTTP/2 preface.
-    sniffed: AtomicBool,
+    /// the h2 layer's own limits. It is never parked.
+    h2: bool,
+    /// Asked to park: the next read that would block reports end-of-stream.
+    park: AtomicBool,
+    /// A read reported end-of-stream to park the connection.
+    parked: AtomicBool,
+    /// A write is waiting for the socket: something is still going out.
+    write_pending: AtomicBool,
 }
 
 impl Activity {
@@ -375,12 +637,21 @@ impl Activity {
                 origin: Instant::now(),
                 last_io_ms: AtomicU64::new(0),
                 active: AtomicU64::new(0),
+                responding: AtomicU64::new(0),
                 // The first request's head is awaited from the accept on.
                 head_since_ms: AtomicU64::new(0),
-                h2: AtomicBool::new(h2),
-                sniffed: AtomicBool::new(h2),
+                pipelined: AtomicBool::new(false),
+                with_body: AtomicBool::new(false),
+                h2,
+                park: AtomicBool::new(false),
+                parked: AtomicBool::new(false),
+                write_pending: AtomicBool::new(false),
             }),
         }
+    }
+
+    fn is_h2(&self) -> bool {
+        self.inner.h2
     }
 
     fn now_ms(&self) -> u64 {
@@ -394,33 +665,45 @@ impl Activity {
     }
 
     /// Bytes arrived from the client.
-    fn read(&self, data: &[u8]) {
-        self.touch();
+    fn read(&self) {
+        let now = self.now_ms();
         let inner = &*self.inner;
-        if !inner.sniffed.swap(true, Ordering::Relaxed) && data.starts_with(b"PRI * HTTP/2.0") {
-            inner.h2.store(true, Ordering::Relaxed);
-        }
-        // Between requests, the first byte starts the next head's clock.
-        if inner.active.load(Ordering::Relaxed) == 0 {
+        inner.last_io_ms.store(now, Ordering::Relaxed);
+        if inner.active.load(Ordering::Relaxed) > 0 || inner.responding.load(Ordering::Relaxed) > 0
+        {
+            if !inner.with_body.load(Ordering::Relaxed) {
+                inner.pipelined.store(true, Ordering::Relaxed);
+            }
+        } else {
+            // Between requests, the first byte starts the next head's clock.
             let _ = inner.head_since_ms.compare_exchange(
                 NO_HEAD,
-                self.now_ms(),
+                now,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
         }
     }
 
-    fn request_started(&self) -> ActiveRequest {
-        self.inner.active.fetch_add(1, Ordering::Relaxed);
-        self.inner.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
+    fn request_started(&self, with_body: bool) -> ActiveRequest {
+        let inner = &*self.inner;
+        inner.active.fetch_add(1, Ordering::Relaxed);
+        inner.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
+        inner.pipelined.store(false, Ordering::Relaxed);
+        inner.with_body.store(with_body, Ordering::Relaxed);
         ActiveRequest(self.inner.clone())
+    }
+
+    /// A response is about to be written; done when the guard drops.
+    fn responding(&self) -> Responding {
+        self.inner.responding.fetch_add(1, Ordering::Relaxed);
+        Responding(self.inner.clone())
     }
 
     /// An HTTP/1.1 request head has been arriving for longer than `limit`.
     fn head_overdue(&self, limit: Duration) -> bool {
         let inner = &*self.inner;
-        if inner.h2.load(Ordering::Relaxed) || inner.active.load(Ordering::Relaxed) > 0 {
+        if inner.h2 || inner.active.load(Ordering::Relaxed) > 0 {
             return false;
         }
         match inner.head_since_ms.load(Ordering::Relaxed) {
@@ -437,6 +720,43 @@ impl Activity {
         let last = self.inner.last_io_ms.load(Ordering::Relaxed);
         Duration::from_millis(self.now_ms().saturating_sub(last))
     }
+
+    /// The connection is between requests with nothing of its own pending:
+    /// no request or response in progress, no write waiting, no head
+    /// started, and no bytes read during the last request that hyper may
+    /// be keeping for the next one (a pipelined request). Part of a
+    /// pipelined head that arrived in the same read as the request before
+    /// it is not seen here; hyper then reports an incomplete message at the
+    /// park and gives those bytes back (`drive_h1`), so nothing is lost.
+    fn parkable(&self) -> bool {
+        let inner = &*self.inner;
+        !inner.h2
+            && inner.active.load(Ordering::Relaxed) == 0
+            && inner.responding.load(Ordering::Relaxed) == 0
+            && !inner.write_pending.load(Ordering::Relaxed)
+            && inner.head_since_ms.load(Ordering::Relaxed) == NO_HEAD
+            && !inner.pipelined.load(Ordering::Relaxed)
+    }
+
+    fn request_park(&self) {
+        self.inner.park.store(true, Ordering::Relaxed);
+    }
+
+    /// Called by a read that would block: whether to report end-of-stream
+    /// instead, parking the connection.
+    fn take_park(&self) -> bool {
+        if self.inner.park.swap(false, Ordering::Relaxed) && self.parkable() {
+            self.inner.parked.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// hyper's end of stream was the park, not the client; resets it for
+    /// the connection's next hyper half.
+    fn was_parked(&self) -> bool {
+        self.inner.parked.swap(false, Ordering::Relaxed)
+    }
 }
 
 struct ActiveRequest(Arc<ActivityInner>);
@@ -447,8 +767,18 @@ impl Drop for ActiveRequest {
     }
 }
 
+/// A response being written (see [`TrackedBody`]).
+struct Responding(Arc<ActivityInner>);
+
+impl Drop for Responding {
+    fn drop(&mut self) {
+        self.0.responding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// The client socket, noting activity on every successful read or write.
+    /// The client socket, noting activity on every successful read or
+    /// write, and reporting end-of-stream when the connection is parked.
     struct ActivityIo<I> {
         #[pin]
         inner: I,
@@ -464,38 +794,52 @@ impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
     ) -> Poll<std::io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
-        let r = this.inner.poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.read(&buf.filled()[before..]);
+        match this.inner.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.activity.read();
+                Poll::Ready(Ok(()))
+            }
+            // Nothing to read: hyper sees a clean end of stream and hands
+            // the socket back (`serve_h1`).
+            Poll::Pending if this.activity.take_park() => Poll::Ready(Ok(())),
+            r => r,
         }
-        r
+    }
+}
+
+impl<I: AsyncWrite> ActivityIo<I> {
+    fn wrote(&self, r: &Poll<std::io::Result<usize>>) {
+        let inner = &*self.activity.inner;
+        match r {
+            Poll::Pending => inner.write_pending.store(true, Ordering::Relaxed),
+            Poll::Ready(r) => {
+                inner.write_pending.store(false, Ordering::Relaxed);
+                if matches!(r, Ok(n) if *n > 0) {
+                    self.activity.touch();
+                }
+            }
+        }
     }
 }
 
 impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let r = this.inner.poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
+        let r = self.as_mut().project().inner.poll_write(cx, data);
+        self.wrote(&r);
         r
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let r = this.inner.poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
+        let r = self.as_mut().project().inner.poll_write_vectored(cx, bufs);
+        self.wrote(&r);
         r
     }
 
@@ -504,7 +848,13 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let r = this.inner.poll_flush(cx);
+        this.activity
+            .inner
+            .write_pending
+            .store(r.is_pending(), Ordering::Relaxed);
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod demo;
+mod idle;
 mod k8s;
 mod limits;
 mod operator;
