@@ -55,8 +55,8 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks_of() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
 HZ=$(getconf CLK_TCK)
 
-# Event loops per proxy under test, the same for nginx and Portico.
-WORKERS=${WORKERS:-1}
+# Event loops per proxy under test, the same for nginx, HAProxy and Portico.
+WORKERS=${WORKERS:-2}
 
 # nginx as the proxy under test: $WORKERS workers, keep-alive upstream to the
 # backend, the access log above. $1: the listen line and any server-level
@@ -90,8 +90,9 @@ CONF
 
 # HAProxy as the proxy under test: $WORKERS threads, keep-alive upstream
 # (http-reuse always), a request id and X-Forwarded-For added upstream, one
-# JSON access-log line per request on stdout (redirected to a file). Its pid
-# goes to $work/haproxy.pid; the cleanup stops it with the others.
+# JSON access-log line per request on stdout (redirected to a file). $1: more
+# bind lines (e.g. TLS). Its pid goes to $work/haproxy.pid; the cleanup stops
+# it with the others.
 start_haproxy_proxy() {
     cat > "$work/haproxy.cfg" <<CONF
 global
@@ -108,6 +109,7 @@ defaults
     http-reuse always
 frontend bench
     bind 127.0.0.1:$HAPROXY
+    ${1:-}
     unique-id-format %{+X}o%ci%cp%fp%Ts%rt
     http-request set-header X-Request-Id %[unique-id]
     option forwardfor

@@ -1,29 +1,60 @@
 #!/usr/bin/env bash
-# Side-by-side load test on loopback: the same backend behind nginx, HAProxy
-# and Portico, driven by wrk in interleaved rounds of the same run, with CPU
-# time per request read from /proc for each proxy. Bounded in time; cleans up
-# after itself.
+# Side-by-side load test on loopback: one fast backend (nginx, a fixed small
+# JSON body and a 1 MiB file) behind nginx, HAProxy and Portico with
+# equivalent configs: the same prefix route, keep-alive upstream, a request
+# id added upstream, one JSON access-log line per request each (nginx
+# `access_log ... buffer=64k`, HAProxy `log stdout`, Portico's own), the
+# same number of workers, TLS with the same throwaway certificate. The
+# proxies take turns in the same run (nginx, HAProxy, Portico, ROUNDS
+# times) for every scenario; each run reads the proxy's CPU time and peak
+# RSS from /proc. Bounded in time; stops every process it started.
 #
 #   loadtest/run.sh [PORTICO_BINARY]     (default: target/release/portico)
 #
-# Needs: nginx, haproxy, wrk (apt-get install -y nginx haproxy wrk). Env:
-# SCENARIOS (default "keepalive close 1mib": HTTP/1.1 keep-alive, a new
-# connection per request, a 1 MiB response), ROUNDS (interleaved nginx,
-# HAProxy, Portico rounds per scenario, default 3), DURATION (s, default 10),
-# CONNECTIONS (default 64), THREADS (wrk threads, default 2), WORKERS (event
-# loops per proxy, nginx worker_processes and Portico workers, default 1).
+# Scenarios (SCENARIOS, default all):
+#   keepalive64   HTTP/1.1 keep-alive, 64 connections (wrk)
+#   keepalive256  HTTP/1.1 keep-alive, 256 connections (wrk)
+#   close         a new connection per request, 64 connections (wrk)
+#   https         HTTPS keep-alive, 64 connections (wrk)
+#   h2            HTTP/2 over TLS, 64 connections x 10 streams (h2load -m 10)
+#   1mib          a 1 MiB response, HTTP/1.1 keep-alive, 64 connections (wrk)
+# Env: ROUNDS (default 3), DURATION (s per run, default 5; plus a 2 s
+# warm-up), THREADS (load-generator threads, default 2), WORKERS (event
+# loops per proxy: nginx worker_processes, HAProxy nbthread, Portico
+# workers; default 2), OUT (directory for results.tsv, table.md and
+# latency.svg; default loadtest/results).
+#
+# Installs what it lacks from Debian's packages when run as root: nginx,
+# haproxy, wrk, nghttp2-client (h2load), openssl, curl, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/portico}
-DURATION=${DURATION:-10}
-CONNECTIONS=${CONNECTIONS:-64}
+DURATION=${DURATION:-5}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-keepalive close 1mib}
+SCENARIOS=${SCENARIOS:-keepalive64 keepalive256 close https h2 1mib}
+OUT=${OUT:-loadtest/results}
 [ -x "$BIN" ] || { echo "no portico binary at $BIN (cargo build --release)" >&2; exit 2; }
-command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null || { echo "needs nginx, haproxy and wrk" >&2; exit 2; }
+
+need=()
+for tool in nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client openssl:openssl curl:curl python3:python3; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || { echo "needs: ${need[*]} (apt-get install -y ${need[*]})" >&2; exit 2; }
+    echo "installing: ${need[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 
 . loadtest/common.sh
+NGINX_TLS=$(free_port); HAPROXY_TLS=$(free_port); PORTICO_TLS=$(free_port)
+
+# Throwaway certificate: self-signed ECDSA P-256, in the work dir only.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
 
 cat > "$work/routes.yaml" <<CONF
 routes:
@@ -34,6 +65,11 @@ cat > "$work/portico.yaml" <<CONF
 workers: $WORKERS
 listen:
   http: 127.0.0.1:$PORTICO
+  https: 127.0.0.1:$PORTICO_TLS
+tls:
+  certificates:
+    - cert: $work/cert.pem
+      key: $work/key.pem
 operator:
   listen: 127.0.0.1:$OPERATOR
 routes_file: $work/routes.yaml
@@ -42,84 +78,116 @@ shutdown:
 CONF
 
 start_backend
-# nginx as the reference proxy: keep-alive upstream, access log on (as Portico).
-start_nginx_proxy "listen 127.0.0.1:$NGINX;"
-start_haproxy_proxy
+start_nginx_proxy "listen 127.0.0.1:$NGINX;
+        listen 127.0.0.1:$NGINX_TLS ssl http2;
+        ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;" \
+    "" "proxy_set_header X-Forwarded-Proto \$scheme;"
+start_haproxy_proxy "bind 127.0.0.1:$HAPROXY_TLS ssl crt $work/haproxy.pem alpn h2,http/1.1"
 "$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
 pids+=($!)
 PORTICO_PID=$!
-for _ in $(seq 50); do
-    curl -sf "http://127.0.0.1:$PORTICO/bench/x" >/dev/null 2>&1 && curl -sf "http://127.0.0.1:$NGINX/bench/x" >/dev/null 2>&1 && curl -sf "http://127.0.0.1:$HAPROXY/bench/x" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-# Every nginx worker: CPU is summed over them, as over Portico's threads.
+up() {
+    local p
+    for p in "$NGINX" "$HAPROXY" "$PORTICO"; do curl -sf "http://127.0.0.1:$p/bench/x" >/dev/null 2>&1 || return 1; done
+    for p in "$NGINX_TLS" "$HAPROXY_TLS" "$PORTICO_TLS"; do curl -skf --http2 "https://127.0.0.1:$p/bench/x" >/dev/null 2>&1 || return 1; done
+}
+for _ in $(seq 50); do up && break; sleep 0.2; done
+up || { echo "a proxy did not come up:" >&2; cat "$work"/*.log >&2; exit 1; }
+# Every nginx worker: CPU and memory are summed over them, as over
+# Portico's and HAProxy's threads.
 NGINX_WORKERS=$(pgrep -P "$(cat "$work/proxy.pid")" | tr '\n' ' ')
-NGINX_WORKER=${NGINX_WORKERS%% *}
+HAPROXY_PID=$(cat "$work/haproxy.pid")
 
+# Peak RSS per run: reset each process's high-water mark, read it after.
+reset_peak() { local p; for p in "$@"; do echo 5 > "/proc/$p/clear_refs" 2>/dev/null || true; done; }
+peak_kib() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }
 
-
-# bench NAME URL "PIDS" → prints "rps p50 p99 p99.9 cpu_us_per_req errors"
-# (WRK_EXTRA, an array: more wrk arguments for the scenario, e.g. a header).
-bench() {
-    local name=$1 url=$2 pid=${3:-}
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "${WRK_EXTRA[@]}" "$url" >/dev/null 2>&1   # warm-up
-    local before=0 after=0
-    # shellcheck disable=SC2086 # a list of pids
-    [ -n "$pid" ] && before=$(ticks_of $pid)
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s loadtest/latency.lua "${WRK_EXTRA[@]}" "$url" > "$work/$name.wrk"
-    # shellcheck disable=SC2086
-    [ -n "$pid" ] && after=$(ticks_of $pid)
-    local reqs rps p50 p99 p999 errs
-    reqs=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
-    rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/$name.wrk")
-    p50=$(awk '$1=="50%" {print $2}' "$work/$name.wrk")
-    p99=$(awk '$1=="99%" {print $2}' "$work/$name.wrk")
-    p999=$(awk '$1=="p999" {print $2}' "$work/$name.wrk")
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/$name.wrk" | tr '\n' ' ')
-    local cpu="-"
-    if [ -n "$pid" ] && [ "$reqs" -gt 0 ]; then
-        cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
-    fi
-    echo "$name $rps $p50 $p99 $p999 $cpu ${errs:-}"
+# load TOOL URL CONNS OUTFILE [args...]: one measured run (after a warm-up).
+load() {
+    local tool=$1 url=$2 conns=$3 out=$4; shift 4
+    case $tool in
+        wrk)
+            wrk -t"$THREADS" -c"$conns" -d2s "$@" "$url" >/dev/null 2>&1
+            wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --latency -s loadtest/latency.lua "$@" "$url" > "$out" 2>&1 ||
+                echo "wrk failed on $url" >&2 ;;
+        h2load)
+            h2load -t"$THREADS" -c"$conns" -m10 -D2 "$url" >/dev/null 2>&1
+            h2load -t"$THREADS" -c"$conns" -m10 -D"$DURATION" --log-file="$out.log" "$url" > "$out" 2>&1 ||
+                echo "h2load failed on $url" >&2 ;;
+    esac
 }
 
-HAPROXY_PID=$(cat "$work/haproxy.pid")
-row() { local round=$1; shift; printf '| %s | %s | %s | %s | %s | %s | %s µs |\n' "$round" "$1" "$2" "$3" "$4" "$5" "$6"; }
-ratios=()
-for scenario in $SCENARIOS; do
-    case $scenario in
-        keepalive) path=/bench/x; WRK_EXTRA=() ;;
-        close) path=/bench/x; WRK_EXTRA=(-H "Connection: close") ;;
-        1mib) path=/bench/big; WRK_EXTRA=() ;;
-        *) echo "unknown scenario $scenario (keepalive, close, 1mib)" >&2; exit 2 ;;
+# Parses one run's output → "requests rps p50_ms p99_ms p999_ms errors".
+parse() {
+    local tool=$1 out=$2
+    case $tool in
+        wrk)
+            awk '/requests in/ {n = $1} /Requests\/sec/ {r = $2} /^lat_ms/ {a = $2; b = $3; c = $4}
+                 /Non-2xx/ {e += $NF} /Socket errors/ {gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) e += $i}
+                 END {printf "%d %.0f %s %s %s %d\n", n, r, a, b, c, e}' "$out" ;;
+        h2load)
+            local n rps errs pcts
+            n=$(awk '/^requests:/ {print $8}' "$out")                 # succeeded
+            rps=$(awk '/^finished in/ {gsub(/,/, ""); print $4}' "$out")
+            # failed requests, and answers other than 2xx
+            errs=$(awk '/^requests:/ {e += $10} /^status codes:/ {e += $5 + $7 + $9} END {print e + 0}' "$out")
+            pcts=$(awk -F'\t' '{print $3 / 1000}' "$out.log" | sort -n | awk '{v[NR] = $1} END {
+                printf "%.3f %.3f %.3f", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1], v[int(NR * 0.999) + 1]}')
+            printf '%d %.0f %s %d\n' "$n" "$rps" "$pcts" "$errs" ;;
     esac
-    echo
-    echo "## $scenario: loopback, ${DURATION}s per run, wrk -t$THREADS -c$CONNECTIONS ${WRK_EXTRA[*]}, $(nproc) cores, proxy workers: $WORKERS each, $ROUNDS interleaved rounds"
-    printf '| round | target | req/s | p50 | p99 | p99.9 | proxy CPU per request |\n|---|---|---|---|---|---|---|\n'
-    # shellcheck disable=SC2046 # rows are words
-    row - $(bench direct "http://127.0.0.1:$BACKEND$path")
+}
+
+# bench SCENARIO ROUND PROXY TOOL URL CONNS "PIDS" [args...] → a results.tsv line
+bench() {
+    local scenario=$1 round=$2 proxy=$3 tool=$4 url=$5 conns=$6 pids_=$7; shift 7
+    local out="$work/$scenario-$round-$proxy.out" before after
+    # shellcheck disable=SC2086 # lists of pids
+    { reset_peak $pids_; before=$(ticks_of $pids_); }
+    load "$tool" "$url" "$conns" "$out" "$@"
+    # shellcheck disable=SC2086
+    after=$(ticks_of $pids_)
+    local n rps p50 p99 p999 errs
+    read -r n rps p50 p99 p999 errs <<<"$(parse "$tool" "$out")"
+    local cpu="-" rss="-"
+    if [ -n "$pids_" ]; then
+        [ "${n:-0}" -gt 0 ] && cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$n" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+        # shellcheck disable=SC2086
+        rss=$(awk -v k="$(peak_kib $pids_)" 'BEGIN {printf "%.1f", k / 1024}')
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$round" "$proxy" "$rps" "$p50" "$p99" "$p999" "$cpu" "$rss" "$errs"
+}
+
+mkdir -p "$OUT"
+results="$OUT/results.tsv"
+printf 'scenario\tround\tproxy\treq_s\tp50_ms\tp99_ms\tp999_ms\tcpu_us_per_req\tpeak_rss_mib\terrors\n' > "$results"
+for scenario in $SCENARIOS; do
+    tool=wrk conns=64 scheme=http path=/bench/x args=()
+    case $scenario in
+        keepalive64) ;;
+        keepalive256) conns=256 ;;
+        close) args=(-H "Connection: close") ;;
+        https) scheme=https ;;
+        h2) scheme=https tool=h2load ;;
+        1mib) path=/bench/big ;;
+        *) echo "unknown scenario $scenario ($SCENARIOS)" >&2; exit 2 ;;
+    esac
+    if [ "$scheme" = http ]; then
+        ports=("$NGINX" "$HAPROXY" "$PORTICO")
+        bench "$scenario" - direct "$tool" "http://127.0.0.1:$BACKEND$path" "$conns" "" "${args[@]}" >> "$results"
+    else
+        ports=("$NGINX_TLS" "$HAPROXY_TLS" "$PORTICO_TLS")
+    fi
+    echo "$scenario ..." >&2
     for round in $(seq "$ROUNDS"); do
-        ngx=$(bench nginx "http://127.0.0.1:$NGINX$path" "$NGINX_WORKERS")
-        hap=$(bench haproxy "http://127.0.0.1:$HAPROXY$path" "$HAPROXY_PID")
-        por=$(bench portico "http://127.0.0.1:$PORTICO$path" "$PORTICO_PID")
-        for r in "$ngx" "$hap" "$por"; do
-            # shellcheck disable=SC2086
-            row "$round" $r
-        done
-        # Ratios to the faster of nginx and HAProxy (by req/s) in this round.
-        ratios+=("$(awk -v n="$ngx" -v h="$hap" -v p="$por" -v s="$scenario" -v r="$round" 'BEGIN {
-            split(n, N, " "); split(h, H, " "); split(p, P, " ")
-            if (N[2] >= H[2]) { best = "nginx"; q = N[2]; c = N[6] } else { best = "haproxy"; q = H[2]; c = H[6] }
-            printf "%s round %d: portico/%s throughput %.2fx, CPU per request %.2fx (vs nginx %.2fx, vs haproxy %.2fx)", s, r, best, P[2] / q, P[6] / c, P[6] / N[6], P[6] / H[6]
-        }')")
+        bench "$scenario" "$round" nginx "$tool" "$scheme://127.0.0.1:${ports[0]}$path" "$conns" "$NGINX_WORKERS" "${args[@]}" >> "$results"
+        bench "$scenario" "$round" haproxy "$tool" "$scheme://127.0.0.1:${ports[1]}$path" "$conns" "$HAPROXY_PID" "${args[@]}" >> "$results"
+        bench "$scenario" "$round" portico "$tool" "$scheme://127.0.0.1:${ports[2]}$path" "$conns" "$PORTICO_PID" "${args[@]}" >> "$results"
     done
 done
+
+header="$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(. /etc/os-release && echo "$PRETTY_NAME"), nginx $(nginx -v 2>&1 | sed 's|.*/||'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), wrk + h2load $(h2load --version | awk '{print $2}' | sed 's|.*/||'); loopback; $WORKERS workers per proxy; $THREADS load-generator threads; ${DURATION}s per run after a 2s warm-up; $ROUNDS interleaved rounds"
+python3 loadtest/report.py "$results" "$OUT/table.md" "$OUT/latency.svg" "$header"
+cat "$OUT/table.md"
 echo
-printf '%s\n' "${ratios[@]}"
-lines=$(wc -l < "$work/portico.log")
-portico_rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$PORTICO_PID/status")
-nginx_rss=$(awk '/VmHWM/ {s += $2} END {print s / 1024 " MiB"}' $(printf "/proc/%s/status " $NGINX_WORKERS))
-haproxy_rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$HAPROXY_PID/status")
-echo "portico access-log lines written: $lines; haproxy: $(wc -l < "$work/haproxy.log")"
-echo "peak RSS: portico $portico_rss, nginx workers $nginx_rss, haproxy $haproxy_rss"
-grep -h -E "Non-2xx|Socket errors" "$work"/*.wrk || echo "no errors reported by wrk"
+echo "access-log lines: portico $(grep -c '"msg":"request"' "$work/portico.log"), nginx $(wc -l < "$work/nginx-access.log"), haproxy $(grep -c '"request_id"' "$work/haproxy.log")"
+echo "written: $results, $OUT/table.md, $OUT/latency.svg"
