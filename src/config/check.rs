@@ -196,6 +196,27 @@ impl<'f> Checker<'f> {
         }
     }
 
+    /// An unquoted integer in `min..=max`.
+    pub fn number(&mut self, node: &Node, name: &str, min: u64, max: u64) -> Option<u64> {
+        let n = node
+            .as_plain()
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u64>().ok());
+        match n {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    node.pos,
+                    format!(
+                        "{name}: expected a whole number from {min} to {max}, got {}",
+                        node.describe()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     /// A duration like `30s`; zero is rejected unless `allow_zero`.
     pub fn duration(&mut self, node: &Node, name: &str, allow_zero: bool) -> Option<Duration> {
         let parsed = node.as_str().and_then(parse_duration);

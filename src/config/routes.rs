@@ -55,6 +55,16 @@ pub struct RouteSpec {
     /// Extra CA bundle to verify https backends with a private CA, resolved
     /// against the route file's directory. Only set when a backend is https.
     pub ca_file: Option<PathBuf>,
+    /// How requests are spread over the backends (`balance:`).
+    pub balance: Balance,
+    /// When a failing backend is left out (`outlier:`).
+    pub outlier: OutlierPolicy,
+    /// Extra tries a request may get on another backend when that is safe
+    /// (`retries:`, default 2; 0 turns retries off).
+    pub retries: u32,
+    /// Backend statuses on which an idempotent request without a body is
+    /// tried again elsewhere (`retry_on:`, 5xx only; default none).
+    pub retry_on: Vec<u16>,
     /// Line where the route starts, for diffs and log messages.
     pub line: usize,
 }
@@ -97,6 +107,10 @@ impl RouteSpec {
             && self.timeout == other.timeout
             && self.max_inflight == other.max_inflight
             && self.ca_file == other.ca_file
+            && self.balance == other.balance
+            && self.outlier == other.outlier
+            && self.retries == other.retries
+            && self.retry_on == other.retry_on
     }
 
     /// Host and path in one word for logs and diffs: `/billing`,
@@ -376,7 +390,67 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "timeout",
     "max_inflight",
     "ca_file",
+    "balance",
+    "outlier",
+    "retries",
+    "retry_on",
 ];
+
+/// Extra tries a request gets by default when that is safe.
+pub const DEFAULT_RETRIES: u32 = 2;
+
+/// How a route spreads requests over its backends.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// `p2c` (default): two backends at random, the one with fewer
+    /// requests in flight.
+    #[default]
+    PowerOfTwo,
+    /// `round_robin`.
+    RoundRobin,
+    /// `{hash_header: NAME}`: the same header value goes to the same
+    /// backend while it is up (session affinity).
+    HashHeader(http::HeaderName),
+    /// `{hash_cookie: NAME}`: the same for a cookie.
+    HashCookie(String),
+}
+
+impl Balance {
+    /// As written in the route file (`/routes`).
+    pub fn describe(&self) -> String {
+        match self {
+            Balance::PowerOfTwo => "p2c".into(),
+            Balance::RoundRobin => "round_robin".into(),
+            Balance::HashHeader(h) => format!("hash_header: {h}"),
+            Balance::HashCookie(c) => format!("hash_cookie: {c}"),
+        }
+    }
+}
+
+/// When a failing backend is left out, and for how long (passive outlier
+/// ejection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierPolicy {
+    /// Failures in a row (connect failures, resets, timeouts, 5xx) that
+    /// eject a backend; 0 turns ejection off.
+    pub consecutive_failures: u32,
+    /// The first ejection; doubled on repeat.
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// At most this share of a route's backends is ejected at once.
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierPolicy {
+    fn default() -> Self {
+        OutlierPolicy {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+}
 
 /// Parses and validates a route file; `source` names the file in errors and
 /// is the base for relative paths (`ca_file`).
@@ -496,6 +570,25 @@ fn route(
         None => Some(None),
     };
 
+    let balance = match m.get("balance") {
+        Some(node) => balance(c, node, &format!("{label}: balance")),
+        None => Some(Balance::default()),
+    };
+    let outlier = match m.get("outlier") {
+        Some(node) => outlier(c, node, &format!("{label}: outlier")),
+        None => Some(OutlierPolicy::default()),
+    };
+    let retries = match m.get("retries") {
+        Some(node) => c
+            .number(node, &format!("{label}: retries"), 0, 5)
+            .map(|n| n as u32),
+        None => Some(DEFAULT_RETRIES),
+    };
+    let retry_on = match m.get("retry_on") {
+        Some(node) => retry_on(c, node, &format!("{label}: retry_on")),
+        None => Some(Vec::new()),
+    };
+
     let (exact, path, _) = path?;
     Some(RouteSpec {
         host: host?,
@@ -506,8 +599,141 @@ fn route(
         timeout: timeout?,
         max_inflight: max_inflight?,
         ca_file: ca_file?,
+        balance: balance?,
+        outlier: outlier?,
+        retries: retries?,
+        retry_on: retry_on?,
         line: item.pos.line,
     })
+}
+
+/// `p2c`, `round_robin`, `{hash_header: NAME}` or `{hash_cookie: NAME}`.
+fn balance(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<Balance> {
+    let expected = "p2c, round_robin, {hash_header: NAME} or {hash_cookie: NAME}";
+    if let Some(text) = node.as_str() {
+        return match text {
+            "p2c" => Some(Balance::PowerOfTwo),
+            "round_robin" => Some(Balance::RoundRobin),
+            other => {
+                c.error(
+                    node.pos,
+                    format!("{name}: expected {expected}, got {other:?}"),
+                );
+                None
+            }
+        };
+    }
+    let m = c.mapping(node, name, &["hash_header", "hash_cookie"])?;
+    match (m.get("hash_header"), m.get("hash_cookie")) {
+        (Some(h), None) => {
+            let text = c.string(
+                h,
+                &format!("{name}: hash_header"),
+                "a header name like x-user",
+            )?;
+            match http::HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes()) {
+                Ok(header) => Some(Balance::HashHeader(header)),
+                Err(_) => {
+                    c.error(
+                        h.pos,
+                        format!("{name}: hash_header: {text:?} is not a header name"),
+                    );
+                    None
+                }
+            }
+        }
+        (None, Some(k)) => {
+            let text = c.string(
+                k,
+                &format!("{name}: hash_cookie"),
+                "a cookie name like session",
+            )?;
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if text.is_empty() || !text.bytes().all(token) {
+                c.error(
+                    k.pos,
+                    format!("{name}: hash_cookie: {text:?} is not a cookie name"),
+                );
+                return None;
+            }
+            Some(Balance::HashCookie(text.to_owned()))
+        }
+        _ => {
+            c.error(
+                m.pos,
+                format!("{name}: expected {expected} (exactly one key)"),
+            );
+            None
+        }
+    }
+}
+
+/// `{consecutive_failures, base_ejection, max_ejection, max_ejection_percent}`,
+/// each optional.
+fn outlier(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<OutlierPolicy> {
+    let keys = [
+        "consecutive_failures",
+        "base_ejection",
+        "max_ejection",
+        "max_ejection_percent",
+    ];
+    let m = c.mapping(node, name, &keys)?;
+    let mut p = OutlierPolicy::default();
+    let mut ok = true;
+    if let Some(n) = m.get("consecutive_failures") {
+        match c.number(n, &format!("{name}: consecutive_failures"), 0, 1000) {
+            Some(v) => p.consecutive_failures = v as u32,
+            None => ok = false,
+        }
+    }
+    if let Some(n) = m.get("base_ejection") {
+        match c.duration(n, &format!("{name}: base_ejection"), false) {
+            Some(v) => p.base_ejection = v,
+            None => ok = false,
+        }
+    }
+    if let Some(n) = m.get("max_ejection") {
+        match c.duration(n, &format!("{name}: max_ejection"), false) {
+            Some(v) => p.max_ejection = v,
+            None => ok = false,
+        }
+    }
+    if let Some(n) = m.get("max_ejection_percent") {
+        match c.number(n, &format!("{name}: max_ejection_percent"), 0, 100) {
+            Some(v) => p.max_ejection_percent = v as u32,
+            None => ok = false,
+        }
+    }
+    if ok && p.max_ejection < p.base_ejection {
+        c.error(
+            m.pos,
+            format!(
+                "{name}: max_ejection ({}) is shorter than base_ejection ({})",
+                humantime::format_duration(p.max_ejection),
+                humantime::format_duration(p.base_ejection)
+            ),
+        );
+        ok = false;
+    }
+    ok.then_some(p)
+}
+
+/// A list of 5xx statuses, e.g. `[503]`.
+fn retry_on(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<Vec<u16>> {
+    let items = c.list(node, name, "statuses like [503]")?;
+    let mut statuses = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match c.number(item, &format!("{name}[{i}]"), 500, 599) {
+            Some(s) if statuses.contains(&(s as u16)) => {
+                c.error(item.pos, format!("{name}[{i}]: {s} is listed twice"));
+                ok = false;
+            }
+            Some(s) => statuses.push(s as u16),
+            None => ok = false,
+        }
+    }
+    ok.then_some(statuses)
 }
 
 /// Names a route in messages by its path (and host) when there is one to

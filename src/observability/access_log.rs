@@ -17,8 +17,11 @@ pub struct AccessRecord<'a> {
     /// request was refused before it was read.
     pub host: &'a str,
     pub route: &'a str,
-    /// `host:port` of the backend, or empty when no upstream was tried.
+    /// `host:port` of the backend that answered (the last one tried), or
+    /// empty when no upstream was tried.
     pub upstream: &'a str,
+    /// Backends tried; written when more than one was (retries).
+    pub tries: u8,
     pub client_ip: std::net::IpAddr,
     pub proto: &'a str,
     pub bytes_out: u64,
@@ -49,6 +52,9 @@ impl AccessRecord<'_> {
         json::push_field(out, "host", self.host);
         json::push_field(out, "route", self.route);
         json::push_field(out, "upstream", self.upstream);
+        if self.tries > 1 {
+            json::push_number(out, "tries", u64::from(self.tries));
+        }
         json::push_display(out, "client_ip", self.client_ip);
         json::push_field(out, "proto", self.proto);
         json::push_number(out, "bytes_out", self.bytes_out);
@@ -92,6 +98,7 @@ mod tests {
             host: "api.example.com",
             route: "/billing",
             upstream: "127.0.0.1:9000",
+            tries: 1,
             client_ip: [127, 0, 0, 1].into(),
             proto: "HTTP/1.1",
             bytes_out: 12,
@@ -121,6 +128,14 @@ mod tests {
             assert!(v.get(key).is_some(), "missing {key} in {line}");
         }
         assert_eq!(v["path"], "/billing/x\"y");
+        assert!(v.get("tries").is_none(), "one try is not worth a field");
+        let retried = AccessRecord {
+            tries: 3,
+            ..rec.clone()
+        }
+        .to_line();
+        let v: serde_json::Value = serde_json::from_str(retried.trim_end()).unwrap();
+        assert_eq!(v["tries"], 3);
         assert_eq!(v["status"], 200);
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
     }

@@ -24,6 +24,11 @@ pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "portico_tls_handshake_errors_total
 pub const BUILD_INFO: &str = "portico_build_info";
 pub const LOG_LINES_DROPPED_TOTAL: &str = "portico_log_lines_dropped_total";
 pub const WORKER_CONNECTIONS_TOTAL: &str = "portico_worker_connections_total";
+pub const UPSTREAM_ENDPOINTS: &str = "portico_upstream_endpoints";
+pub const UPSTREAM_RETRIES_TOTAL: &str = "portico_upstream_retries_total";
+pub const UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL: &str =
+    "portico_upstream_retry_budget_exhausted_total";
+pub const UPSTREAM_EJECTIONS_TOTAL: &str = "portico_upstream_ejections_total";
 
 /// The `route` label for requests that matched no route (404s, 400s, ...).
 pub const NO_ROUTE: &str = "none";
@@ -107,6 +112,10 @@ pub struct Metrics {
     pub log_lines_dropped: IntCounter,
     /// Public connections accepted, by worker (label bounded by `workers`).
     pub worker_connections: IntCounterVec,
+    pub upstream_endpoints: IntGaugeVec,
+    pub upstream_retries: IntCounterVec,
+    pub retry_budget_exhausted: IntCounterVec,
+    pub upstream_ejections: IntCounterVec,
 }
 
 impl Metrics {
@@ -182,6 +191,38 @@ impl Metrics {
             &["worker"],
         )
         .expect("valid metric");
+        let upstream_endpoints = IntGaugeVec::new(
+            Opts::new(
+                UPSTREAM_ENDPOINTS,
+                "Backends of routes with more than one, by state (healthy, ejected); set at scrape time.",
+            ),
+            &["host", "route", "state"],
+        )
+        .expect("valid metric");
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                UPSTREAM_RETRIES_TOTAL,
+                "Requests tried again on another backend, by reason (connect, reset, status).",
+            ),
+            &["host", "route", "reason"],
+        )
+        .expect("valid metric");
+        let retry_budget_exhausted = IntCounterVec::new(
+            Opts::new(
+                UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
+                "Retries not made because the route's retry budget was spent.",
+            ),
+            &["host", "route"],
+        )
+        .expect("valid metric");
+        let upstream_ejections = IntCounterVec::new(
+            Opts::new(
+                UPSTREAM_EJECTIONS_TOTAL,
+                "Backends ejected for failing in a row (passive outlier ejection).",
+            ),
+            &["host", "route"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build information; the value is always 1."),
             &["version"],
@@ -203,6 +244,10 @@ impl Metrics {
             Box::new(tls_handshake_errors.clone()),
             Box::new(log_lines_dropped.clone()),
             Box::new(worker_connections.clone()),
+            Box::new(upstream_endpoints.clone()),
+            Box::new(upstream_retries.clone()),
+            Box::new(retry_budget_exhausted.clone()),
+            Box::new(upstream_ejections.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -230,6 +275,10 @@ impl Metrics {
             tls_handshake_errors,
             log_lines_dropped,
             worker_connections,
+            upstream_endpoints,
+            upstream_retries,
+            retry_budget_exhausted,
+            upstream_ejections,
         }
     }
 
@@ -247,6 +296,11 @@ impl Metrics {
                     self.upstream_errors
                         .with_label_values(&[host, route, k.as_str()])
                 }),
+                // Resolved on first use: retries and ejections are rare,
+                // and a large table should not pay for them at build.
+                retries: self.upstream_retries.clone(),
+                budget_exhausted: self.retry_budget_exhausted.clone(),
+                ejections: self.upstream_ejections.clone(),
             }),
         }
     }
@@ -285,6 +339,9 @@ struct RouteMetricsInner {
     by_method_status: RwLock<HashMap<(usize, u16), IntCounter>>,
     duration: Histogram,
     upstream_errors: [IntCounter; UpstreamErrorKind::ALL.len()],
+    retries: IntCounterVec,
+    budget_exhausted: IntCounterVec,
+    ejections: IntCounterVec,
 }
 
 impl RouteMetrics {
@@ -320,6 +377,30 @@ impl RouteMetrics {
             .position(|k| *k == kind)
             .unwrap_or(0);
         self.inner.upstream_errors[idx].inc();
+    }
+
+    /// Counts a retry (`reason`: connect, reset, status).
+    pub fn retried(&self, reason: &str) {
+        let i = &*self.inner;
+        i.retries
+            .with_label_values(&[i.host.as_str(), i.route.as_str(), reason])
+            .inc();
+    }
+
+    /// Counts a retry the budget refused.
+    pub fn retry_refused(&self) {
+        let i = &*self.inner;
+        i.budget_exhausted
+            .with_label_values(&[i.host.as_str(), i.route.as_str()])
+            .inc();
+    }
+
+    /// Counts a backend ejection.
+    pub fn ejected(&self) {
+        let i = &*self.inner;
+        i.ejections
+            .with_label_values(&[i.host.as_str(), i.route.as_str()])
+            .inc();
     }
 
     pub fn route(&self) -> &str {

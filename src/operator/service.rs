@@ -157,6 +157,7 @@ impl Operator {
     }
 
     fn metrics(&self) -> Response<GatewayBody> {
+        self.endpoint_gauges();
         let mut resp = Response::new(GatewayBody::full(self.state.metrics.render()));
         let headers = resp.headers_mut();
         headers.insert(
@@ -165,6 +166,27 @@ impl Operator {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
+    }
+
+    /// `portico_upstream_endpoints{host,route,state}`, set at scrape time
+    /// (re-admitting backends whose ejection ran out), for the routes of
+    /// the live table with more than one backend: a single backend is never
+    /// ejected. Routes gone in a reload drop out of the series.
+    fn endpoint_gauges(&self) {
+        let gauges = &self.state.metrics.upstream_endpoints;
+        gauges.reset();
+        let table = self.state.live.current();
+        for r in table.routes().filter(|r| r.upstream.endpoints.len() > 1) {
+            let ejected = r.upstream.endpoints.refresh();
+            let healthy = r.upstream.endpoints.len() - ejected;
+            let (host, route) = (r.metrics.host(), &*r.label);
+            gauges
+                .with_label_values(&[host, route, "healthy"])
+                .set(healthy as i64);
+            gauges
+                .with_label_values(&[host, route, "ejected"])
+                .set(ejected as i64);
+        }
     }
 
     /// The live table as JSON, with its generation, the route file's
@@ -181,6 +203,22 @@ impl Operator {
                     .iter()
                     .map(|b| format!("{}://{}", b.scheme(), b.authority))
                     .collect();
+                r.upstream.endpoints.refresh();
+                let endpoints: Vec<Value> = r
+                    .upstream
+                    .endpoints
+                    .iter()
+                    .zip(&backends)
+                    .map(|(e, url)| {
+                        let out = e.ejected_for();
+                        json!({
+                            "backend": url,
+                            "state": if out.is_some() { "ejected" } else { "healthy" },
+                            "inflight": e.inflight(),
+                            "ejected_for_ms": out.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        })
+                    })
+                    .collect();
                 let (prefix, exact) = if r.spec.exact {
                     (None, Some(&r.spec.path))
                 } else {
@@ -194,6 +232,10 @@ impl Operator {
                     // The `route` label of metrics and the access log.
                     "route": &*r.label,
                     "backends": backends,
+                    "endpoints": endpoints,
+                    "balance": r.spec.balance.describe(),
+                    "retries": r.spec.retries,
+                    "retry_on": &r.spec.retry_on,
                     "strip_prefix": r.spec.strip_prefix,
                     // The effective timeout: the route's own or the default.
                     "timeout_ms": u64::try_from(r.timeout.as_millis()).unwrap_or(u64::MAX),

@@ -49,6 +49,15 @@ impl RequestBody {
             limit,
         }
     }
+
+    /// No body: what a retried body-less request carries.
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            remaining: 0,
+            limit: 0,
+        }
+    }
 }
 
 impl Body for RequestBody {

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::observability::access_log::{self, AccessRecord};
 use crate::observability::metrics::RouteMetrics;
 
+use super::endpoints::InflightGuard;
 use super::limits::InflightPermit;
 use crate::lifecycle::drain::Tracked;
 
@@ -31,8 +32,13 @@ pub struct Exchange {
     /// The `Host` (or `:authority`) the client sent, once the request got
     /// that far.
     pub host: Option<HeaderValue>,
-    /// `host:port` of the backend tried, if any.
+    /// `host:port` of the backend tried last (the one that answered), if any.
     pub upstream: Option<std::sync::Arc<str>>,
+    /// Backends tried: 0 when none was, more than 1 after retries.
+    pub tries: u8,
+    /// Counts the request in flight on its backend (power of two choices)
+    /// until the response ends.
+    pub endpoint: Option<InflightGuard>,
     pub peer: IpAddr,
     pub version: Version,
     pub user_agent: Option<HeaderValue>,
@@ -67,6 +73,8 @@ impl Exchange {
             metrics,
             host: None,
             upstream: None,
+            tries: 0,
+            endpoint: None,
             peer,
             version,
             user_agent,
@@ -105,6 +113,7 @@ impl Exchange {
                 .unwrap_or(""),
             route: self.metrics.route(),
             upstream: self.upstream.as_deref().unwrap_or(""),
+            tries: self.tries,
             client_ip: self.peer,
             proto: version_str(self.version),
             bytes_out: self.bytes_out,
@@ -117,6 +126,7 @@ impl Exchange {
         });
         self.permits = [None, None];
         self.tracked = None;
+        self.endpoint = None;
     }
 }
 

@@ -4,11 +4,13 @@
 //! header rewriting, upstream exchange, response.
 
 pub mod body;
+pub mod endpoints;
 pub mod error;
 pub mod exchange;
 pub mod headers;
 pub mod limits;
 pub mod request_id;
+pub mod retry;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
 use crate::lifecycle::drain::{InflightEntry, InflightRegistry};
@@ -28,11 +30,13 @@ use crate::routing::{path, reserved};
 use crate::server::{ConnInfo, Service};
 
 use body::{GatewayBody, RequestBody};
+use endpoints::Outcome;
 pub use error::ProxyError;
 use exchange::Exchange;
 use headers::Forwarded;
 use limits::InflightLimit;
-use upstream::UpstreamError;
+use retry::RetryReason;
+use upstream::{SendError, UpstreamError};
 
 /// The limits the request path enforces itself.
 #[derive(Debug, Clone)]
@@ -182,18 +186,9 @@ impl Gateway {
             });
         }
 
-        let backend = route.upstream.pick();
-        x.upstream = Some(backend.label.clone());
         let upstream_path = route.upstream_path(path);
-        let pq = path_and_query(&parts.uri, upstream_path);
-        parts.uri = Uri::from_parts({
-            let mut u = http::uri::Parts::default();
-            u.scheme = Some(backend.scheme.clone());
-            u.authority = Some(backend.authority.clone());
-            u.path_and_query = Some(pq);
-            u
-        })
-        .map_err(|_| ProxyError::BadPath(path::PathError::BadEncoding))?;
+        // Origin form (path and query): each try adds its backend.
+        parts.uri = Uri::from(path_and_query(&parts.uri, upstream_path));
 
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(h) = &host
@@ -214,16 +209,33 @@ impl Gateway {
             },
         );
         parts.version = Version::HTTP_11;
+        let up = &route.upstream;
+        up.budget.request(x.started.into_std());
+        // A body-less idempotent request can be sent again after the
+        // backend saw it (reset, retry_on status): keep its head for that.
+        // Only worth the copy when there is another backend to send it to.
+        let replay = (up.retries > 0
+            && up.endpoints.len() > 1
+            && body.is_end_stream()
+            && retry::idempotent(&parts.method, &parts.headers))
+        .then(|| Replay::of(&parts));
         let req = Request::from_parts(parts, RequestBody::new(body, self.limits.max_body_bytes));
 
-        match tokio::time::timeout(route.timeout, route.upstream.client.send(req)).await {
+        let mut last = None;
+        let result = tokio::time::timeout(
+            route.timeout,
+            self.exchange(&route, x, req, replay, &mut last),
+        )
+        .await;
+        match result {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(UpstreamError::Failed { kind, source })) => {
                 route.metrics.upstream_error(kind);
                 tracing::warn!(
                     request_id = %x.request_id.to_str().unwrap_or_default(),
                     route = %route.spec.name(),
-                    upstream = %backend.label,
+                    upstream = %x.upstream.as_deref().unwrap_or_default(),
+                    tries = x.tries,
                     kind = kind.as_str(),
                     error = %error_chain(&*source),
                     "upstream request failed"
@@ -236,16 +248,163 @@ impl Gateway {
             Ok(Err(UpstreamError::ClientAborted)) => Err(ProxyError::ClientClosed),
             Err(_elapsed) => {
                 route.metrics.upstream_error(UpstreamErrorKind::Timeout);
+                if let Some(i) = last
+                    && up.endpoints.report(i, Outcome::Failure)
+                {
+                    route.metrics.ejected();
+                }
                 tracing::warn!(
                     request_id = %x.request_id.to_str().unwrap_or_default(),
                     route = %route.spec.name(),
-                    upstream = %backend.label,
+                    upstream = %x.upstream.as_deref().unwrap_or_default(),
+                    tries = x.tries,
                     timeout_ms = route.timeout.as_millis() as u64,
                     "upstream timeout"
                 );
                 Err(ProxyError::UpstreamTimeout(route.timeout))
             }
         }
+    }
+
+    /// Tries `req` on the route's backends until one answers, a failure
+    /// may not be retried, or the retries or their budget run out. `last`
+    /// is the backend of the try in progress (for a timeout).
+    async fn exchange(
+        &self,
+        route: &Route,
+        x: &mut Exchange,
+        mut req: Request<RequestBody>,
+        replay: Option<Replay>,
+        last: &mut Option<usize>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let up = &route.upstream;
+        let eps = &up.endpoints;
+        let mut tried = [usize::MAX; MAX_TRIES];
+        loop {
+            let n = x.tries as usize;
+            let i = eps.pick(req.headers(), &tried[..n.min(MAX_TRIES)]);
+            let endpoint = eps.get(i);
+            x.upstream = Some(endpoint.backend.label.clone());
+            x.tries += 1;
+            if n < MAX_TRIES {
+                tried[n] = i;
+            }
+            *last = Some(i);
+            let guard = eps.start(i);
+            let (error, next) = match up.client.send(&endpoint.backend, req).await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let failed = status.is_server_error();
+                    let outcome = if failed {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    if eps.report(i, outcome) {
+                        route.metrics.ejected();
+                    }
+                    match &replay {
+                        Some(r) if failed && up.retry_on.contains(&status.as_u16()) => {
+                            // Tried again only if allowed; else this answer stands.
+                            if self.may_retry(route, x, RetryReason::Status) {
+                                req = r.request();
+                                tokio::time::sleep(retry::backoff(u32::from(x.tries))).await;
+                                continue;
+                            }
+                            x.endpoint = Some(guard);
+                            return Ok(resp);
+                        }
+                        _ => {
+                            x.endpoint = Some(guard);
+                            return Ok(resp);
+                        }
+                    }
+                }
+                Err(SendError { error, unsent }) => {
+                    let failed = matches!(error, UpstreamError::Failed { .. });
+                    if failed && eps.report(i, Outcome::Failure) {
+                        route.metrics.ejected();
+                    }
+                    let next = match (unsent, &error, &replay) {
+                        // Never written: safe whatever the method or body.
+                        (Some(r), UpstreamError::Failed { .. }, _) => {
+                            Some((r, RetryReason::Connect))
+                        }
+                        // Written, then the connection broke before an answer.
+                        (
+                            None,
+                            UpstreamError::Failed {
+                                kind: UpstreamErrorKind::Reset,
+                                ..
+                            },
+                            Some(copy),
+                        ) => Some((copy.request(), RetryReason::Reset)),
+                        _ => None,
+                    };
+                    (error, next)
+                }
+            };
+            match next {
+                Some((again, reason)) if self.may_retry(route, x, reason) => {
+                    if let UpstreamError::Failed { kind, source } = &error {
+                        tracing::debug!(
+                            request_id = %x.request_id.to_str().unwrap_or_default(),
+                            upstream = %x.upstream.as_deref().unwrap_or_default(),
+                            kind = kind.as_str(),
+                            error = %error_chain(&**source),
+                            "upstream try failed; trying another backend"
+                        );
+                    }
+                    req = again;
+                    tokio::time::sleep(retry::backoff(u32::from(x.tries))).await;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// Whether this request may be tried once more: tries left, and the
+    /// route's retry budget allows (counted either way).
+    fn may_retry(&self, route: &Route, x: &Exchange, reason: RetryReason) -> bool {
+        let up = &route.upstream;
+        if u32::from(x.tries) > up.retries {
+            return false;
+        }
+        if !up.budget.try_retry() {
+            route.metrics.retry_refused();
+            return false;
+        }
+        route.metrics.retried(reason.as_str());
+        true
+    }
+}
+
+/// Most tries a request gets: the first and at most 5 retries.
+const MAX_TRIES: usize = 6;
+
+/// What it takes to send a body-less request again: its head.
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn of(parts: &http::request::Parts) -> Self {
+        Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::empty());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers.clone();
+        req
     }
 }
 

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::Uri;
@@ -25,6 +24,8 @@ use crate::config::BackendUrl;
 use crate::observability::metrics::UpstreamErrorKind;
 
 use super::body::{RequestBody, RequestBodyError};
+use super::endpoints::Endpoints;
+use super::retry::RetryBudget;
 
 const POOL_MAX_IDLE_PER_HOST: usize = 1024;
 /// The sweeper runs at least this often, so an idle connection outlives
@@ -46,6 +47,22 @@ pub enum UpstreamError {
     BodyTooLarge { limit: u64 },
     #[error("the client aborted its request body")]
     ClientAborted,
+}
+
+/// A failed send: why, and the request when it was never written (so it
+/// may go to another backend whatever its method and body).
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+impl SendError {
+    fn sent(error: UpstreamError) -> Self {
+        SendError {
+            error,
+            unsent: None,
+        }
+    }
 }
 
 /// Why an upstream client could not be built.
@@ -257,28 +274,15 @@ impl UpstreamClient {
         Ok(UpstreamClient { pool })
     }
 
-    /// Sends one request (absolute-form URI) and waits for the response head.
+    /// Sends one request (origin-form URI: path and query) to `backend`
+    /// and waits for the response head. A request that was never written
+    /// comes back with the error, to be tried elsewhere.
     pub async fn send(
         &self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let (mut parts, body) = req.into_parts();
-        let tls = parts.uri.scheme() == Some(&Scheme::HTTPS);
-        let Some(authority) = parts.uri.authority().cloned() else {
-            return Err(UpstreamError::Failed {
-                kind: UpstreamErrorKind::Protocol,
-                source: "upstream URI without authority".into(),
-            });
-        };
-        let origin = parts.uri.clone();
-        // HTTP/1.1 upstreams get the origin form: path and query only.
-        parts.uri = match parts.uri.path_and_query() {
-            Some(pq) => Uri::from(pq.clone()),
-            None => Uri::from_static("/"),
-        };
-        let mut req = Request::from_parts(parts, body);
-        let key: PoolKey = (tls, authority);
-
+        backend: &Backend,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let key: PoolKey = (backend.scheme == Scheme::HTTPS, backend.authority.clone());
         while let Some(mut sender) = self.pool.checkout(&key) {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -289,24 +293,49 @@ impl UpstreamClient {
                     // Never written: the connection closed under us; the
                     // request is intact, so try the next one.
                     Some(back) => req = back,
-                    None => return Err(classify(e.into_error().into())),
+                    None => return Err(SendError::sent(classify(e.into_error().into()))),
                 },
             }
         }
         // Boxed: connecting is the cold path, and its large state would
         // otherwise be part of every request future (moved per request).
-        let mut sender = Box::pin(self.connect(origin)).await?;
+        let mut sender = match Box::pin(self.connect(backend)).await {
+            Ok(s) => s,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    unsent: Some(req),
+                });
+            }
+        };
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 self.release(key, sender);
                 Ok(resp)
             }
-            Err(e) => Err(classify(e.into_error().into())),
+            Err(mut e) => {
+                let unsent = e.take_message();
+                Err(SendError {
+                    error: classify(e.into_error().into()),
+                    unsent,
+                })
+            }
         }
     }
 
-    /// A new connection to `origin`, its driver task spawned.
-    async fn connect(&self, origin: Uri) -> Result<Sender, UpstreamError> {
+    /// A new connection to `backend`, its driver task spawned.
+    async fn connect(&self, backend: &Backend) -> Result<Sender, UpstreamError> {
+        let origin = Uri::from_parts({
+            let mut u = http::uri::Parts::default();
+            u.scheme = Some(backend.scheme.clone());
+            u.authority = Some(backend.authority.clone());
+            u.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+            u
+        })
+        .map_err(|e| UpstreamError::Failed {
+            kind: UpstreamErrorKind::Connect,
+            source: e.into(),
+        })?;
         let mut connector = self.pool.connector.clone();
         let io = tower_service::Service::call(&mut connector, origin)
             .await
@@ -396,30 +425,31 @@ impl From<&BackendUrl> for Backend {
     }
 }
 
-/// A route's backends (round-robin) and the client that reaches them.
+/// A route's backends, how they are chosen and retried, and the client
+/// that reaches them.
 pub struct Upstream {
-    pub backends: Vec<Backend>,
-    next: AtomicUsize,
+    pub endpoints: Endpoints,
+    pub budget: RetryBudget,
+    /// Extra tries allowed per request (`retries:`).
+    pub retries: u32,
+    /// Statuses an idempotent body-less request is retried on (`retry_on:`).
+    pub retry_on: Vec<u16>,
     pub client: UpstreamClient,
 }
 
 impl Upstream {
-    pub fn new(backends: Vec<Backend>, client: UpstreamClient) -> Self {
-        assert!(!backends.is_empty(), "a route has at least one backend");
+    pub fn new(
+        backends: Vec<Backend>,
+        spec: &crate::config::RouteSpec,
+        client: UpstreamClient,
+    ) -> Self {
         Upstream {
-            backends,
-            next: AtomicUsize::new(0),
+            endpoints: Endpoints::new(backends, spec.balance.clone(), spec.outlier),
+            budget: RetryBudget::default(),
+            retries: spec.retries,
+            retry_on: spec.retry_on.clone(),
             client,
         }
-    }
-
-    /// The next backend in round-robin order.
-    pub fn pick(&self) -> &Backend {
-        if self.backends.len() == 1 {
-            return &self.backends[0];
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.backends[i % self.backends.len()]
     }
 }
 

@@ -247,7 +247,7 @@ impl RouteTable {
             None => ctx.metrics.route(&spec.host_label(), &label),
         };
         Route {
-            upstream: Upstream::new(backends, client),
+            upstream: Upstream::new(backends, &spec, client),
             metrics,
             label: Arc::from(label),
             timeout: spec.timeout.unwrap_or(ctx.default_timeout),

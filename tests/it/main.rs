@@ -11,6 +11,7 @@ mod limits;
 mod operator;
 mod proxy;
 mod reload;
+mod resilience;
 mod routing;
 mod shutdown;
 mod streaming;

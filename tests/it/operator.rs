@@ -424,6 +424,12 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 "exact": null,
                 "route": "/billing",
                 "backends": [a.url()],
+                "endpoints": [
+                    {"backend": a.url(), "state": "healthy", "inflight": 0, "ejected_for_ms": null},
+                ],
+                "balance": "p2c",
+                "retries": 2,
+                "retry_on": [],
                 "strip_prefix": true,
                 "timeout_ms": 5000,
                 "max_inflight": 10,
@@ -434,6 +440,13 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 "exact": null,
                 "route": "/orders",
                 "backends": [a.url(), b.url()],
+                "endpoints": [
+                    {"backend": a.url(), "state": "healthy", "inflight": 0, "ejected_for_ms": null},
+                    {"backend": b.url(), "state": "healthy", "inflight": 0, "ejected_for_ms": null},
+                ],
+                "balance": "p2c",
+                "retries": 2,
+                "retry_on": [],
                 "strip_prefix": false,
                 // limits.upstream_timeout's default.
                 "timeout_ms": 30000,

@@ -42,7 +42,15 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &'static str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(name, TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// On a given address (e.g. the port of a backend that was down).
+    pub async fn start_at(name: &'static str, addr: SocketAddr) -> Backend {
+        Self::serve(name, TcpListener::bind(addr).await.unwrap())
+    }
+
+    fn serve(name: &'static str, listener: TcpListener) -> Backend {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
