@@ -392,6 +392,12 @@ fn family(token: &str) -> Option<&'static str> {
         names::TLS_HANDSHAKE_ERRORS_TOTAL,
         names::BUILD_INFO,
         names::LOG_LINES_DROPPED_TOTAL,
+        names::CONNECTIONS_PARKED,
+        names::WORKER_CONNECTIONS_TOTAL,
+        names::UPSTREAM_ENDPOINTS,
+        names::UPSTREAM_RETRIES_TOTAL,
+        names::UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
+        names::UPSTREAM_EJECTIONS_TOTAL,
     ];
     const HISTOGRAMS: &[&str] = &[names::REQUEST_DURATION_SECONDS];
     if let Some(name) = EXPORTED.iter().find(|n| **n == token) {
@@ -483,7 +489,9 @@ fn alerts_and_dashboard_use_only_exported_metric_names() {
                 names::CONFIG_RELOADS_TOTAL,
                 names::CONFIG_GENERATION,
                 names::TLS_HANDSHAKE_ERRORS_TOTAL,
-            ],
+                names::UPSTREAM_ENDPOINTS,
+                names::UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
+            ][..],
         ),
         (
             "dashboard.json",
@@ -496,6 +504,9 @@ fn alerts_and_dashboard_use_only_exported_metric_names() {
                 names::CONNECTIONS_OPEN,
                 names::CONFIG_RELOADS_TOTAL,
                 names::CONFIG_GENERATION,
+                names::UPSTREAM_ENDPOINTS,
+                names::UPSTREAM_RETRIES_TOTAL,
+                names::UPSTREAM_EJECTIONS_TOTAL,
             ],
         ),
     ] {
