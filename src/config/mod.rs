@@ -34,8 +34,9 @@ pub use gateway::{
     TlsSettings, Workers, parse_gateway_config,
 };
 pub use routes::{
-    BackendUrl, Balance, DEFAULT_HOST_LABEL, DEFAULT_RETRIES, HostPattern, InvalidBackendUrl,
-    InvalidHost, OutlierPolicy, RouteFile, RouteKey, RouteSpec, parse_route_file,
+    BackendUrl, Balance, CircuitBreaker, DEFAULT_HOST_LABEL, DEFAULT_RETRIES, HostPattern,
+    InvalidBackendUrl, InvalidHost, OutlierPolicy, RouteFile, RouteKey, RouteSpec,
+    parse_route_file,
 };
 pub use size::parse_size;
 

@@ -65,6 +65,8 @@ pub struct RouteSpec {
     /// Backend statuses on which an idempotent request without a body is
     /// tried again elsewhere (`retry_on:`, 5xx only; default none).
     pub retry_on: Vec<u16>,
+    /// Per-backend bounds on requests (`circuit_breaker:`).
+    pub breaker: CircuitBreaker,
     /// Line where the route starts, for diffs and log messages.
     pub line: usize,
 }
@@ -111,6 +113,7 @@ impl RouteSpec {
             && self.outlier == other.outlier
             && self.retries == other.retries
             && self.retry_on == other.retry_on
+            && self.breaker == other.breaker
     }
 
     /// Host and path in one word for logs and diffs: `/billing`,
@@ -394,7 +397,28 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "outlier",
     "retries",
     "retry_on",
+    "circuit_breaker",
 ];
+
+/// Per-backend bounds (a circuit breaker): requests beyond them are not
+/// queued without end but answered at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Requests (so HTTP/1.1 connections) in progress on one backend.
+    pub max_connections: u32,
+    /// Requests waiting for one of those; beyond, another backend is tried
+    /// or the client gets `503 overloaded` with `Retry-After`.
+    pub max_pending: u32,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            max_connections: 1024,
+            max_pending: 1024,
+        }
+    }
+}
 
 /// Extra tries a request gets by default when that is safe.
 pub const DEFAULT_RETRIES: u32 = 2;
@@ -588,6 +612,10 @@ fn route(
         Some(node) => retry_on(c, node, &format!("{label}: retry_on")),
         None => Some(Vec::new()),
     };
+    let breaker = match m.get("circuit_breaker") {
+        Some(node) => breaker(c, node, &format!("{label}: circuit_breaker")),
+        None => Some(CircuitBreaker::default()),
+    };
 
     let (exact, path, _) = path?;
     Some(RouteSpec {
@@ -603,6 +631,7 @@ fn route(
         outlier: outlier?,
         retries: retries?,
         retry_on: retry_on?,
+        breaker: breaker?,
         line: item.pos.line,
     })
 }
@@ -716,6 +745,26 @@ fn outlier(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<OutlierPolicy
         ok = false;
     }
     ok.then_some(p)
+}
+
+/// `{max_connections, max_pending}`, each optional.
+fn breaker(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<CircuitBreaker> {
+    let m = c.mapping(node, name, &["max_connections", "max_pending"])?;
+    let mut b = CircuitBreaker::default();
+    let mut ok = true;
+    if let Some(n) = m.get("max_connections") {
+        match c.number(n, &format!("{name}: max_connections"), 1, 1_000_000) {
+            Some(v) => b.max_connections = v as u32,
+            None => ok = false,
+        }
+    }
+    if let Some(n) = m.get("max_pending") {
+        match c.number(n, &format!("{name}: max_pending"), 0, 1_000_000) {
+            Some(v) => b.max_pending = v as u32,
+            None => ok = false,
+        }
+    }
+    ok.then_some(b)
 }
 
 /// A list of 5xx statuses, e.g. `[503]`.

@@ -29,6 +29,7 @@ pub const UPSTREAM_RETRIES_TOTAL: &str = "portico_upstream_retries_total";
 pub const UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL: &str =
     "portico_upstream_retry_budget_exhausted_total";
 pub const UPSTREAM_EJECTIONS_TOTAL: &str = "portico_upstream_ejections_total";
+pub const CIRCUIT_OPEN_TOTAL: &str = "portico_circuit_open_total";
 
 /// The `route` label for requests that matched no route (404s, 400s, ...).
 pub const NO_ROUTE: &str = "none";
@@ -116,6 +117,7 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub retry_budget_exhausted: IntCounterVec,
     pub upstream_ejections: IntCounterVec,
+    pub circuit_open: IntCounterVec,
 }
 
 impl Metrics {
@@ -223,6 +225,14 @@ impl Metrics {
             &["host", "route"],
         )
         .expect("valid metric");
+        let circuit_open = IntCounterVec::new(
+            Opts::new(
+                CIRCUIT_OPEN_TOTAL,
+                "Requests a backend's circuit breaker turned away, by the limit reached (max_connections, max_pending).",
+            ),
+            &["host", "route", "limit"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build information; the value is always 1."),
             &["version"],
@@ -248,6 +258,7 @@ impl Metrics {
             Box::new(upstream_retries.clone()),
             Box::new(retry_budget_exhausted.clone()),
             Box::new(upstream_ejections.clone()),
+            Box::new(circuit_open.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -279,6 +290,7 @@ impl Metrics {
             upstream_retries,
             retry_budget_exhausted,
             upstream_ejections,
+            circuit_open,
         }
     }
 
@@ -301,6 +313,7 @@ impl Metrics {
                 retries: self.upstream_retries.clone(),
                 budget_exhausted: self.retry_budget_exhausted.clone(),
                 ejections: self.upstream_ejections.clone(),
+                circuit_open: self.circuit_open.clone(),
             }),
         }
     }
@@ -342,6 +355,7 @@ struct RouteMetricsInner {
     retries: IntCounterVec,
     budget_exhausted: IntCounterVec,
     ejections: IntCounterVec,
+    circuit_open: IntCounterVec,
 }
 
 impl RouteMetrics {
@@ -392,6 +406,14 @@ impl RouteMetrics {
         let i = &*self.inner;
         i.budget_exhausted
             .with_label_values(&[i.host.as_str(), i.route.as_str()])
+            .inc();
+    }
+
+    /// Counts a request a backend's circuit breaker turned away.
+    pub fn circuit_open(&self, limit: &str) {
+        let i = &*self.inner;
+        i.circuit_open
+            .with_label_values(&[i.host.as_str(), i.route.as_str(), limit])
             .inc();
     }
 

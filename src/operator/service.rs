@@ -209,12 +209,14 @@ impl Operator {
                     .endpoints
                     .iter()
                     .zip(&backends)
-                    .map(|(e, url)| {
+                    .enumerate()
+                    .map(|(i, (e, url))| {
                         let out = e.ejected_for();
                         json!({
                             "backend": url,
                             "state": if out.is_some() { "ejected" } else { "healthy" },
                             "inflight": e.inflight(),
+                            "pending": r.upstream.endpoints.pending(i),
                             "ejected_for_ms": out.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                         })
                     })
@@ -236,6 +238,10 @@ impl Operator {
                     "balance": r.spec.balance.describe(),
                     "retries": r.spec.retries,
                     "retry_on": &r.spec.retry_on,
+                    "circuit_breaker": {
+                        "max_connections": r.spec.breaker.max_connections,
+                        "max_pending": r.spec.breaker.max_pending,
+                    },
                     "strip_prefix": r.spec.strip_prefix,
                     // The effective timeout: the route's own or the default.
                     "timeout_ms": u64::try_from(r.timeout.as_millis()).unwrap_or(u64::MAX),

@@ -22,7 +22,8 @@ use super::upstream::Backend;
 use http::HeaderMap;
 use http::header::COOKIE;
 
-pub use crate::config::{Balance, OutlierPolicy};
+pub use crate::config::{Balance, CircuitBreaker, OutlierPolicy};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Milliseconds on a process-wide monotonic clock (never 0 after start).
 fn now_ms() -> u64 {
@@ -42,11 +43,17 @@ pub struct Endpoint {
     /// Length of the last ejection and when it ended, for the doubling.
     last_ejection_ms: AtomicU64,
     last_ejection_end: AtomicU64,
+    /// `circuit_breaker.max_connections` slots.
+    slots: Arc<Semaphore>,
+    /// Requests waiting for a slot.
+    pending: AtomicU32,
 }
 
 impl Endpoint {
-    fn new(backend: Backend) -> Self {
+    fn new(backend: Backend, breaker: CircuitBreaker) -> Self {
         Endpoint {
+            slots: Arc::new(Semaphore::new(breaker.max_connections as usize)),
+            pending: AtomicU32::new(0),
             backend,
             inflight: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -73,6 +80,8 @@ impl Endpoint {
 pub struct InflightGuard {
     endpoints: Arc<[Endpoint]>,
     i: usize,
+    /// The circuit breaker's slot, held until the response ends.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for InflightGuard {
@@ -100,13 +109,51 @@ pub struct Endpoints {
     ejected: AtomicUsize,
     /// Round-robin position.
     next: AtomicUsize,
+    breaker: CircuitBreaker,
+}
+
+/// Why a backend could not take a request at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// All `max_connections` slots busy and no waiting allowed.
+    MaxConnections,
+    /// All slots busy and `max_pending` requests already waiting.
+    MaxPending,
+}
+
+impl Overflow {
+    /// The `limit` label of `portico_circuit_open_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::MaxConnections => "max_connections",
+            Overflow::MaxPending => "max_pending",
+        }
+    }
+}
+
+/// Decrements the pending count even if the wait is cancelled.
+struct Pending<'a>(&'a AtomicU32);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Endpoints {
-    pub fn new(backends: Vec<Backend>, balance: Balance, outlier: OutlierPolicy) -> Self {
+    pub fn new(
+        backends: Vec<Backend>,
+        balance: Balance,
+        outlier: OutlierPolicy,
+        breaker: CircuitBreaker,
+    ) -> Self {
         assert!(!backends.is_empty(), "a route has at least one backend");
         Endpoints {
-            endpoints: backends.into_iter().map(Endpoint::new).collect(),
+            endpoints: backends
+                .into_iter()
+                .map(|b| Endpoint::new(b, breaker))
+                .collect(),
+            breaker,
             balance,
             outlier,
             ejected: AtomicUsize::new(0),
@@ -134,13 +181,41 @@ impl Endpoints {
         &self.balance
     }
 
-    /// Marks a request in flight on endpoint `i` until the guard drops.
-    pub fn start(&self, i: usize) -> InflightGuard {
-        self.endpoints[i].inflight.fetch_add(1, Ordering::Relaxed);
-        InflightGuard {
+    /// Admits a request to endpoint `i` (circuit breaker): a free slot at
+    /// once, or a wait for one when fewer than `max_pending` wait already;
+    /// else the overflow. The request counts as in flight on the endpoint
+    /// until the guard drops.
+    pub async fn start(&self, i: usize) -> Result<InflightGuard, Overflow> {
+        let e = &self.endpoints[i];
+        let slot = match e.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if self.breaker.max_pending == 0 {
+                    return Err(Overflow::MaxConnections);
+                }
+                if e.pending.fetch_add(1, Ordering::Relaxed) >= self.breaker.max_pending {
+                    e.pending.fetch_sub(1, Ordering::Relaxed);
+                    return Err(Overflow::MaxPending);
+                }
+                let _waiting = Pending(&e.pending);
+                e.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("endpoint semaphores are never closed")
+            }
+        };
+        e.inflight.fetch_add(1, Ordering::Relaxed);
+        Ok(InflightGuard {
             endpoints: self.endpoints.clone(),
             i,
-        }
+            _slot: slot,
+        })
+    }
+
+    /// Requests waiting for a slot on endpoint `i`.
+    pub fn pending(&self, i: usize) -> u32 {
+        self.endpoints[i].pending.load(Ordering::Relaxed)
     }
 
     /// The endpoint for the next try: among those neither ejected nor in
@@ -388,7 +463,7 @@ mod tests {
                 Backend::from(&url)
             })
             .collect();
-        Endpoints::new(backends, balance, outlier)
+        Endpoints::new(backends, balance, outlier, CircuitBreaker::default())
     }
 
     fn quick(failures: u32) -> OutlierPolicy {
@@ -404,7 +479,12 @@ mod tests {
     fn two_choices_prefers_the_less_loaded_endpoint() {
         let eps = endpoints(3, Balance::PowerOfTwo, OutlierPolicy::default());
         // Endpoint 0 is busy: 10 requests in flight.
-        let _busy: Vec<_> = (0..10).map(|_| eps.start(0)).collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _busy: Vec<_> = (0..10)
+            .map(|_| rt.block_on(eps.start(0)).unwrap())
+            .collect();
         let mut counts = [0usize; 3];
         for _ in 0..3000 {
             counts[eps.pick(&HeaderMap::new(), &[])] += 1;

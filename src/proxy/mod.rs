@@ -246,6 +246,7 @@ impl Gateway {
                 Err(ProxyError::BodyTooLarge { limit })
             }
             Ok(Err(UpstreamError::ClientAborted)) => Err(ProxyError::ClientClosed),
+            Ok(Err(UpstreamError::Overloaded { .. })) => Err(ProxyError::Overloaded),
             Err(_elapsed) => {
                 route.metrics.upstream_error(UpstreamErrorKind::Timeout);
                 if let Some(i) = last
@@ -279,18 +280,31 @@ impl Gateway {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let up = &route.upstream;
         let eps = &up.endpoints;
-        let mut tried = [usize::MAX; MAX_TRIES];
+        // Backends picked so far (tries, and backends that were full).
+        let mut tried = [usize::MAX; MAX_PICKS];
+        let mut picks = 0;
         loop {
-            let n = x.tries as usize;
-            let i = eps.pick(req.headers(), &tried[..n.min(MAX_TRIES)]);
+            let i = eps.pick(req.headers(), &tried[..picks]);
             let endpoint = eps.get(i);
+            if picks < MAX_PICKS {
+                tried[picks] = i;
+                picks += 1;
+            }
+            let guard = match eps.start(i).await {
+                Ok(guard) => guard,
+                Err(limit) => {
+                    // Full (circuit breaker): nothing was sent, so another
+                    // backend with room may take it; else 503 at once.
+                    route.metrics.circuit_open(limit.as_str());
+                    if picks < MAX_PICKS && (0..eps.len()).any(|j| !tried[..picks].contains(&j)) {
+                        continue;
+                    }
+                    return Err(UpstreamError::Overloaded { limit });
+                }
+            };
             x.upstream = Some(endpoint.backend.label.clone());
             x.tries += 1;
-            if n < MAX_TRIES {
-                tried[n] = i;
-            }
             *last = Some(i);
-            let guard = eps.start(i);
             let (error, next) = match up.client.send(&endpoint.backend, req).await {
                 Ok(resp) => {
                     let status = resp.status();
@@ -379,8 +393,9 @@ impl Gateway {
     }
 }
 
-/// Most tries a request gets: the first and at most 5 retries.
-const MAX_TRIES: usize = 6;
+/// Backends one request may be offered to: the first try, at most 5
+/// retries, and backends passed over because they were full.
+const MAX_PICKS: usize = 16;
 
 /// What it takes to send a body-less request again: its head.
 struct Replay {

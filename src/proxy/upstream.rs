@@ -47,6 +47,9 @@ pub enum UpstreamError {
     BodyTooLarge { limit: u64 },
     #[error("the client aborted its request body")]
     ClientAborted,
+    /// Every backend tried was at its circuit breaker's limit.
+    #[error("the backends are at their circuit breaker limits ({})", limit.as_str())]
+    Overloaded { limit: super::endpoints::Overflow },
 }
 
 /// A failed send: why, and the request when it was never written (so it
@@ -444,7 +447,7 @@ impl Upstream {
         client: UpstreamClient,
     ) -> Self {
         Upstream {
-            endpoints: Endpoints::new(backends, spec.balance.clone(), spec.outlier),
+            endpoints: Endpoints::new(backends, spec.balance.clone(), spec.outlier, spec.breaker),
             budget: RetryBudget::default(),
             retries: spec.retries,
             retry_on: spec.retry_on.clone(),

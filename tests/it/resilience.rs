@@ -429,3 +429,87 @@ async fn bad_resilience_settings_are_refused_with_their_position() {
         );
     }
 }
+
+/// Sends `n` GETs at once; returns their statuses, sorted, and how many
+/// 503s carried `Retry-After` and the `overloaded` error.
+async fn burst(gw: &TestGateway, n: usize) -> (Vec<u16>, usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = gw.addr;
+            tokio::spawn(async move { get(addr, &format!("/api/burst/{i}")).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    let mut shed = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.status == 503
+            && r.header("retry-after") == Some("1")
+            && r.json()["error"] == "overloaded"
+        {
+            shed += 1;
+        }
+        statuses.push(r.status.as_u16());
+    }
+    statuses.sort();
+    (statuses, shed)
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_sheds_beyond_max_connections_and_max_pending() {
+    let slow = upstream("slow", Duration::from_millis(600), 200).await;
+    let gw = TestGateway::start(&routes(
+        &[slow.addr],
+        "    circuit_breaker: {max_connections: 2, max_pending: 1}\n",
+    ))
+    .await;
+    let (statuses, shed) = burst(&gw, 6).await;
+    // Two in progress, one waiting for them, three shed at once.
+    assert_eq!(statuses, [200, 200, 200, 503, 503, 503]);
+    assert_eq!(shed, 3);
+    assert_eq!(slow.hits.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        gw.metrics
+            .circuit_open
+            .with_label_values(&["*", "/api", "max_pending"])
+            .get(),
+        3
+    );
+    gw.shutdown().await;
+
+    // No waiting at all: beyond max_connections is shed.
+    let slow = upstream("slow", Duration::from_millis(600), 200).await;
+    let gw = TestGateway::start(&routes(
+        &[slow.addr],
+        "    circuit_breaker: {max_connections: 2, max_pending: 0}\n",
+    ))
+    .await;
+    let (statuses, shed) = burst(&gw, 4).await;
+    assert_eq!(statuses, [200, 200, 503, 503]);
+    assert_eq!(shed, 2);
+    assert_eq!(
+        gw.metrics
+            .circuit_open
+            .with_label_values(&["*", "/api", "max_connections"])
+            .get(),
+        2
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_backend_passes_requests_to_one_with_room() {
+    let a = upstream("a", Duration::from_millis(600), 200).await;
+    let b = upstream("b", Duration::from_millis(600), 200).await;
+    let gw = TestGateway::start(&routes(
+        &[a.addr, b.addr],
+        "    circuit_breaker: {max_connections: 1, max_pending: 0}\n",
+    ))
+    .await;
+    let (statuses, shed) = burst(&gw, 3).await;
+    assert_eq!(statuses, [200, 200, 503], "one per backend, the third shed");
+    assert_eq!(shed, 1);
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1);
+    gw.shutdown().await;
+}
