@@ -67,6 +67,10 @@ pub struct RouteSpec {
     pub retry_on: Vec<u16>,
     /// Per-backend bounds on requests (`circuit_breaker:`).
     pub breaker: CircuitBreaker,
+    /// Request bodies up to this size are read ahead so that an idempotent
+    /// request can be retried after a backend saw it (`retry_buffer:`,
+    /// default 64 KiB; 0 turns it off).
+    pub retry_buffer: u64,
     /// Line where the route starts, for diffs and log messages.
     pub line: usize,
 }
@@ -114,6 +118,7 @@ impl RouteSpec {
             && self.retries == other.retries
             && self.retry_on == other.retry_on
             && self.breaker == other.breaker
+            && self.retry_buffer == other.retry_buffer
     }
 
     /// Host and path in one word for logs and diffs: `/billing`,
@@ -397,8 +402,13 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "outlier",
     "retries",
     "retry_on",
+    "retry_buffer",
     "circuit_breaker",
 ];
+
+/// Request bodies up to this size are kept for a retry by default.
+pub const DEFAULT_RETRY_BUFFER: u64 = 64 * 1024;
+const MAX_RETRY_BUFFER: u64 = 16 * 1024 * 1024;
 
 /// Per-backend bounds (a circuit breaker): requests beyond them are not
 /// queued without end but answered at once.
@@ -612,6 +622,21 @@ fn route(
         Some(node) => retry_on(c, node, &format!("{label}: retry_on")),
         None => Some(Vec::new()),
     };
+    let retry_buffer = match m.get("retry_buffer") {
+        // 0 is allowed here (off), unlike the other sizes.
+        Some(node) if node.as_plain() == Some("0") => Some(0),
+        Some(node) => {
+            let name = format!("{label}: retry_buffer");
+            match c.size(node, &name) {
+                Some(n) if n > MAX_RETRY_BUFFER => {
+                    c.error(node.pos, format!("{name}: at most 16MiB (it is held in memory per request), got {n} bytes"));
+                    None
+                }
+                n => n,
+            }
+        }
+        None => Some(DEFAULT_RETRY_BUFFER),
+    };
     let breaker = match m.get("circuit_breaker") {
         Some(node) => breaker(c, node, &format!("{label}: circuit_breaker")),
         None => Some(CircuitBreaker::default()),
@@ -632,6 +657,7 @@ fn route(
         retries: retries?,
         retry_on: retry_on?,
         breaker: breaker?,
+        retry_buffer: retry_buffer?,
         line: item.pos.line,
     })
 }

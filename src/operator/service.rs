@@ -238,6 +238,7 @@ impl Operator {
                     "balance": r.spec.balance.describe(),
                     "retries": r.spec.retries,
                     "retry_on": &r.spec.retry_on,
+                    "retry_buffer": r.spec.retry_buffer,
                     "circuit_breaker": {
                         "max_connections": r.spec.breaker.max_connections,
                         "max_pending": r.spec.breaker.max_pending,

@@ -36,6 +36,8 @@ const LINGER_BYTES: u64 = 16 << 20;
 pub struct RequestBody {
     /// `None` once the body was cut off and handed to the drain.
     inner: Option<Incoming>,
+    /// A body read ahead in full (to be sent again on a retry).
+    buffered: Option<Bytes>,
     /// Bytes still allowed; when a frame would exceed it the stream fails.
     remaining: u64,
     limit: u64,
@@ -45,6 +47,7 @@ impl RequestBody {
     pub fn new(inner: Incoming, limit: u64) -> Self {
         RequestBody {
             inner: Some(inner),
+            buffered: None,
             remaining: limit,
             limit,
         }
@@ -54,8 +57,20 @@ impl RequestBody {
     pub fn empty() -> Self {
         RequestBody {
             inner: None,
+            buffered: None,
             remaining: 0,
             limit: 0,
+        }
+    }
+
+    /// A body already read in full (`retry_buffer`); empty bytes are no body.
+    pub fn full(bytes: Bytes) -> Self {
+        let len = bytes.len() as u64;
+        RequestBody {
+            inner: None,
+            buffered: (!bytes.is_empty()).then_some(bytes),
+            remaining: len,
+            limit: len,
         }
     }
 }
@@ -69,6 +84,9 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(bytes) = this.buffered.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -95,10 +113,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+        self.buffered.is_none() && self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(b) = &self.buffered {
+            return SizeHint::with_exact(b.len() as u64);
+        }
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)

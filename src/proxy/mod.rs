@@ -211,15 +211,31 @@ impl Gateway {
         parts.version = Version::HTTP_11;
         let up = &route.upstream;
         up.budget.request(x.started.into_std());
-        // A body-less idempotent request can be sent again after the
-        // backend saw it (reset, retry_on status): keep its head for that.
-        // Only worth the copy when there is another backend to send it to.
-        let replay = (up.retries > 0
+        // An idempotent request can be sent again after a backend saw it
+        // (reset, retry_on status) if its body is kept: none, or a small one
+        // read ahead in full (retry_buffer). Only worth it when there is
+        // another backend to send it to.
+        let replayable = up.retries > 0
             && up.endpoints.len() > 1
-            && body.is_end_stream()
-            && retry::idempotent(&parts.method, &parts.headers))
-        .then(|| Replay::of(&parts));
-        let req = Request::from_parts(parts, RequestBody::new(body, self.limits.max_body_bytes));
+            && retry::idempotent(&parts.method, &parts.headers);
+        let limit = self.limits.max_body_bytes;
+        let (body, replay) = if !replayable {
+            (RequestBody::new(body, limit), None)
+        } else if body.is_end_stream() {
+            (
+                RequestBody::new(body, limit),
+                Some(Replay::of(&parts, None)),
+            )
+        } else if let Some(len) = content_length(&parts.headers)
+            && len <= up.retry_buffer
+        {
+            let bytes = read_ahead(body, route.timeout).await?;
+            let replay = Replay::of(&parts, Some(bytes.clone()));
+            (RequestBody::full(bytes), Some(replay))
+        } else {
+            (RequestBody::new(body, limit), None)
+        };
+        let req = Request::from_parts(parts, body);
 
         let mut last = None;
         let result = tokio::time::timeout(
@@ -397,24 +413,41 @@ impl Gateway {
 /// retries, and backends passed over because they were full.
 const MAX_PICKS: usize = 16;
 
-/// What it takes to send a body-less request again: its head.
+/// Reads a small request body in full (`retry_buffer`), within `limit`.
+async fn read_ahead(body: Incoming, limit: std::time::Duration) -> Result<Bytes, ProxyError> {
+    use http_body_util::BodyExt;
+    match tokio::time::timeout(limit, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        // The client broke off or stalled its body: nothing was sent yet.
+        Ok(Err(_)) | Err(_) => Err(ProxyError::ClientClosed),
+    }
+}
+
+/// What it takes to send an idempotent request again: its head and its
+/// body, when it had one small enough to keep.
 struct Replay {
     method: http::Method,
     uri: Uri,
     headers: http::HeaderMap,
+    body: Option<Bytes>,
 }
 
 impl Replay {
-    fn of(parts: &http::request::Parts) -> Self {
+    fn of(parts: &http::request::Parts, body: Option<Bytes>) -> Self {
         Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
+            body,
         }
     }
 
     fn request(&self) -> Request<RequestBody> {
-        let mut req = Request::new(RequestBody::empty());
+        let body = match &self.body {
+            Some(b) => RequestBody::full(b.clone()),
+            None => RequestBody::empty(),
+        };
+        let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = Version::HTTP_11;

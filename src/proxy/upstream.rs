@@ -435,8 +435,11 @@ pub struct Upstream {
     pub budget: RetryBudget,
     /// Extra tries allowed per request (`retries:`).
     pub retries: u32,
-    /// Statuses an idempotent body-less request is retried on (`retry_on:`).
+    /// Statuses an idempotent request is retried on (`retry_on:`).
     pub retry_on: Vec<u16>,
+    /// Bodies up to this size are read ahead so that an idempotent request
+    /// can be sent again (`retry_buffer:`).
+    pub retry_buffer: u64,
     pub client: UpstreamClient,
 }
 
@@ -451,6 +454,7 @@ impl Upstream {
             budget: RetryBudget::default(),
             retries: spec.retries,
             retry_on: spec.retry_on.clone(),
+            retry_buffer: spec.retry_buffer,
             client,
         }
     }

@@ -430,6 +430,7 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 "balance": "p2c",
                 "retries": 2,
                 "retry_on": [],
+                "retry_buffer": 65536,
                 "circuit_breaker": {"max_connections": 1024, "max_pending": 1024},
                 "strip_prefix": true,
                 "timeout_ms": 5000,
@@ -448,6 +449,7 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 "balance": "p2c",
                 "retries": 2,
                 "retry_on": [],
+                "retry_buffer": 65536,
                 "circuit_breaker": {"max_connections": 1024, "max_pending": 1024},
                 "strip_prefix": false,
                 // limits.upstream_timeout's default.

@@ -29,6 +29,8 @@ struct Upstream {
     hits: Arc<AtomicUsize>,
     /// The `x-request-id` of every request received.
     ids: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The body of every request received.
+    bodies: Arc<std::sync::Mutex<Vec<Bytes>>>,
 }
 
 async fn upstream(name: &'static str, delay: Duration, status: u16) -> Upstream {
@@ -36,21 +38,27 @@ async fn upstream(name: &'static str, delay: Duration, status: u16) -> Upstream 
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let count = hits.clone();
     let log = ids.clone();
+    let kept = bodies.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let count = count.clone();
             let log = log.clone();
+            let kept = kept.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let count = count.clone();
                     let log = log.clone();
+                    let kept = kept.clone();
                     async move {
                         if let Some(id) = req.headers().get("x-request-id") {
                             log.lock().unwrap().push(id.to_str().unwrap().to_owned());
                         }
-                        let _ = req.into_body().collect().await;
+                        if let Ok(body) = req.into_body().collect().await {
+                            kept.lock().unwrap().push(body.to_bytes());
+                        }
                         count.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(delay).await;
                         let mut resp = Response::new(Full::new(Bytes::from(name)));
@@ -64,7 +72,12 @@ async fn upstream(name: &'static str, delay: Duration, status: u16) -> Upstream 
             });
         }
     });
-    Upstream { addr, hits, ids }
+    Upstream {
+        addr,
+        hits,
+        ids,
+        bodies,
+    }
 }
 
 /// A loopback address nothing listens on (connections are refused).
@@ -233,7 +246,12 @@ async fn power_of_two_choices_sends_fewer_requests_to_a_slow_backend() {
 async fn a_request_whose_body_reached_a_backend_is_never_retried() {
     let (reset, seen) = resetting(10).await;
     let ok = upstream("ok", Duration::ZERO, 200).await;
-    let gw = TestGateway::start(&routes(&[reset, ok.addr], "    balance: round_robin\n")).await;
+    // No read-ahead: a PUT's body is streamed, as a POST's always is.
+    let gw = TestGateway::start(&routes(
+        &[reset, ok.addr],
+        "    balance: round_robin\n    retry_buffer: 0\n",
+    ))
+    .await;
     let mut reached_reset = 0;
     for method in ["POST", "PUT"] {
         for _ in 0..2 {
@@ -261,6 +279,54 @@ async fn a_request_whose_body_reached_a_backend_is_never_retried() {
         "none of the reset ones was sent again"
     );
     assert_eq!(counter(&gw, "retries", &["*", "/api", "reset"]), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_small_put_body_is_kept_and_sent_again_after_a_reset_a_post_is_not() {
+    let (reset, seen) = resetting(10).await;
+    let ok = upstream("ok", Duration::ZERO, 200).await;
+    let gw = TestGateway::start(&routes(&[reset, ok.addr], "    balance: round_robin\n")).await;
+    let body = "0123456789abcdefghij";
+    for i in 0..4 {
+        let req = format!(
+            "PUT /api/doc/{i} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let text = client::raw(gw.addr, req.as_bytes()).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "PUT {i}: {text}");
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        2,
+        "half reached the resetting backend first"
+    );
+    assert_eq!(
+        ok.hits.load(Ordering::SeqCst),
+        4,
+        "each PUT answered by the good backend"
+    );
+    assert!(
+        ok.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|b| b == body.as_bytes()),
+        "the whole body, on the first try and on the retry"
+    );
+    assert_eq!(counter(&gw, "retries", &["*", "/api", "reset"]), 2);
+    // A POST is not idempotent: read ahead or not, it is not sent again.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let req = format!(
+            "POST /api/doc HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let text = client::raw(gw.addr, req.as_bytes()).await;
+        statuses.push(text.split_whitespace().nth(1).unwrap_or("").to_owned());
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["200", "502"]);
     gw.shutdown().await;
 }
 
