@@ -109,10 +109,13 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
-    let clients = Arc::new(UpstreamClients::new(PoolTimeouts {
-        connect: cfg.limits.upstream_connect_timeout,
-        idle: cfg.limits.upstream_idle_timeout,
-    })?);
+    let clients = Arc::new(
+        UpstreamClients::new(PoolTimeouts {
+            connect: cfg.limits.upstream_connect_timeout,
+            idle: cfg.limits.upstream_idle_timeout,
+        })?
+        .with_nameservers(cfg.dns_nameservers.clone()),
+    );
     let live = Arc::new(LiveRoutes::new());
     let drain = Drain::new();
     // The operator's readiness reads the same flag the shutdown sequence sets.

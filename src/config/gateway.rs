@@ -33,6 +33,9 @@ pub struct GatewayConfig {
     /// `workers`: event loops serving the public listeners, each a
     /// single-threaded runtime on its own thread.
     pub workers: Workers,
+    /// `dns.nameservers`: where routes with `discovery: dns` resolve their
+    /// backends; empty means `/etc/resolv.conf` (search domains, ndots).
+    pub dns_nameservers: Vec<SocketAddr>,
 }
 
 /// How many event loops serve the public listeners.
@@ -194,6 +197,7 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "shutdown",
     "workers",
+    "dns",
 ];
 const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_to_https", "redirect_port"];
 const TLS_KEYS: &[&str] = &["certificates", "handshake_timeout", "reject_misdirected"];
@@ -242,6 +246,10 @@ pub fn parse_gateway_config(source: &Path, text: &str) -> Result<GatewayConfig, 
     let workers = match top.get("workers") {
         None => Some(Workers::Auto),
         Some(node) => workers(&mut c, node),
+    };
+    let dns_nameservers = match top.get("dns") {
+        None => Some(Vec::new()),
+        Some(node) => dns(&mut c, node),
     };
 
     // Cross-field rules, checked only when both sides were written, so one
@@ -292,9 +300,28 @@ pub fn parse_gateway_config(source: &Path, text: &str) -> Result<GatewayConfig, 
             limits,
             shutdown,
             workers: workers?,
+            dns_nameservers: dns_nameservers?,
         })
     })();
     c.finish(config)
+}
+
+/// `dns: {nameservers: ["10.96.0.10:53", ...]}`.
+fn dns(c: &mut Checker<'_>, node: &Node) -> Option<Vec<SocketAddr>> {
+    let m = c.mapping(node, "dns", &["nameservers"])?;
+    let Some(entry) = m.entry("nameservers") else {
+        return Some(Vec::new());
+    };
+    let items = c.list(&entry.value, "dns.nameservers", "IP:PORT addresses")?;
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match c.socket_addr(item, &format!("dns.nameservers[{i}]")) {
+            Some(a) => out.push(a),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 /// `workers: auto` or a whole number from 1 to [`Workers::MAX`].

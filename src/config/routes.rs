@@ -71,6 +71,9 @@ pub struct RouteSpec {
     /// request can be retried after a backend saw it (`retry_buffer:`,
     /// default 64 KiB; 0 turns it off).
     pub retry_buffer: u64,
+    /// `discovery: dns`: every backend's host name stands for all the
+    /// addresses it resolves to, re-resolved every `dns_refresh`.
+    pub dns_refresh: Option<Duration>,
     /// Line where the route starts, for diffs and log messages.
     pub line: usize,
 }
@@ -119,6 +122,7 @@ impl RouteSpec {
             && self.retry_on == other.retry_on
             && self.breaker == other.breaker
             && self.retry_buffer == other.retry_buffer
+            && self.dns_refresh == other.dns_refresh
     }
 
     /// Host and path in one word for logs and diffs: `/billing`,
@@ -404,7 +408,12 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "retry_on",
     "retry_buffer",
     "circuit_breaker",
+    "discovery",
+    "dns_refresh",
 ];
+
+/// How often `discovery: dns` resolves a route's backends again.
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
 
 /// Request bodies up to this size are kept for a retry by default.
 pub const DEFAULT_RETRY_BUFFER: u64 = 64 * 1024;
@@ -637,6 +646,7 @@ fn route(
         }
         None => Some(DEFAULT_RETRY_BUFFER),
     };
+    let dns_refresh = discovery(c, &m, &label, backends.as_deref());
     let breaker = match m.get("circuit_breaker") {
         Some(node) => breaker(c, node, &format!("{label}: circuit_breaker")),
         None => Some(CircuitBreaker::default()),
@@ -658,6 +668,7 @@ fn route(
         retry_on: retry_on?,
         breaker: breaker?,
         retry_buffer: retry_buffer?,
+        dns_refresh: dns_refresh?,
         line: item.pos.line,
     })
 }
@@ -771,6 +782,62 @@ fn outlier(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<OutlierPolicy
         ok = false;
     }
     ok.then_some(p)
+}
+
+/// `discovery: dns` (with `dns_refresh`), or `discovery: static` / none.
+/// DNS needs plain-HTTP backends named by host name.
+fn discovery(
+    c: &mut Checker<'_>,
+    m: &Map<'_>,
+    label: &str,
+    backends: Option<&[BackendUrl]>,
+) -> Option<Option<Duration>> {
+    let dns = match m.get("discovery") {
+        None => false,
+        Some(node) => match node.as_str() {
+            Some("dns") => true,
+            Some("static") => false,
+            _ => {
+                c.error(
+                    node.pos,
+                    format!(
+                        "{label}: discovery: expected dns or static, got {}",
+                        node.describe()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let refresh = match m.get("dns_refresh") {
+        Some(node) if !dns => {
+            c.error(
+                node.pos,
+                format!("{label}: dns_refresh is set but discovery is not dns"),
+            );
+            return None;
+        }
+        Some(node) => c.duration(node, &format!("{label}: dns_refresh"), false)?,
+        None => DEFAULT_DNS_REFRESH,
+    };
+    if !dns {
+        return Some(None);
+    }
+    let pos = m.get("discovery").map_or(m.pos, |n| n.pos);
+    for b in backends.unwrap_or_default() {
+        if b.tls {
+            c.error(pos, format!("{label}: discovery: dns supports http:// backends only for now ({b}); list https backends one by one"));
+            return None;
+        }
+        if b.host.parse::<std::net::IpAddr>().is_ok() {
+            c.error(
+                pos,
+                format!("{label}: discovery: dns needs backend host names, {b} is an address"),
+            );
+            return None;
+        }
+    }
+    Some(Some(refresh))
 }
 
 /// `{max_connections, max_pending}`, each optional.

@@ -30,6 +30,7 @@ pub const UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL: &str =
     "portico_upstream_retry_budget_exhausted_total";
 pub const UPSTREAM_EJECTIONS_TOTAL: &str = "portico_upstream_ejections_total";
 pub const CIRCUIT_OPEN_TOTAL: &str = "portico_circuit_open_total";
+pub const DNS_REFRESH_TOTAL: &str = "portico_dns_refresh_total";
 
 /// The `route` label for requests that matched no route (404s, 400s, ...).
 pub const NO_ROUTE: &str = "none";
@@ -118,6 +119,7 @@ pub struct Metrics {
     pub retry_budget_exhausted: IntCounterVec,
     pub upstream_ejections: IntCounterVec,
     pub circuit_open: IntCounterVec,
+    pub dns_refresh: IntCounterVec,
 }
 
 impl Metrics {
@@ -233,6 +235,14 @@ impl Metrics {
             &["host", "route", "limit"],
         )
         .expect("valid metric");
+        let dns_refresh = IntCounterVec::new(
+            Opts::new(
+                DNS_REFRESH_TOTAL,
+                "DNS lookups of routes with discovery: dns, by result (changed, unchanged, empty, failure).",
+            ),
+            &["host", "route", "result"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build information; the value is always 1."),
             &["version"],
@@ -259,6 +269,7 @@ impl Metrics {
             Box::new(retry_budget_exhausted.clone()),
             Box::new(upstream_ejections.clone()),
             Box::new(circuit_open.clone()),
+            Box::new(dns_refresh.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -291,6 +302,7 @@ impl Metrics {
             retry_budget_exhausted,
             upstream_ejections,
             circuit_open,
+            dns_refresh,
         }
     }
 
@@ -314,6 +326,7 @@ impl Metrics {
                 budget_exhausted: self.retry_budget_exhausted.clone(),
                 ejections: self.upstream_ejections.clone(),
                 circuit_open: self.circuit_open.clone(),
+                dns_refresh: self.dns_refresh.clone(),
             }),
         }
     }
@@ -356,6 +369,7 @@ struct RouteMetricsInner {
     budget_exhausted: IntCounterVec,
     ejections: IntCounterVec,
     circuit_open: IntCounterVec,
+    dns_refresh: IntCounterVec,
 }
 
 impl RouteMetrics {
@@ -414,6 +428,14 @@ impl RouteMetrics {
         let i = &*self.inner;
         i.circuit_open
             .with_label_values(&[i.host.as_str(), i.route.as_str(), limit])
+            .inc();
+    }
+
+    /// Counts a DNS lookup of the route's backends.
+    pub fn dns_refresh(&self, result: &str) {
+        let i = &*self.inner;
+        i.dns_refresh
+            .with_label_values(&[i.host.as_str(), i.route.as_str(), result])
             .inc();
     }
 

@@ -207,16 +207,15 @@ impl Operator {
                 let endpoints: Vec<Value> = r
                     .upstream
                     .endpoints
+                    .snapshot()
                     .iter()
-                    .zip(&backends)
-                    .enumerate()
-                    .map(|(i, (e, url))| {
+                    .map(|e| {
                         let out = e.ejected_for();
                         json!({
-                            "backend": url,
+                            "backend": format!("{}://{}", e.backend.scheme, e.backend.authority),
                             "state": if out.is_some() { "ejected" } else { "healthy" },
                             "inflight": e.inflight(),
-                            "pending": r.upstream.endpoints.pending(i),
+                            "pending": e.pending(),
                             "ejected_for_ms": out.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                         })
                     })

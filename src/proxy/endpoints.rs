@@ -16,6 +16,8 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use super::upstream::Backend;
@@ -67,6 +69,11 @@ impl Endpoint {
         self.inflight.load(Ordering::Relaxed)
     }
 
+    /// Requests waiting for a circuit-breaker slot.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// How long the endpoint stays ejected from now; `None` when it is in.
     pub fn ejected_for(&self) -> Option<Duration> {
         let until = self.ejected_until.load(Ordering::Relaxed);
@@ -78,19 +85,22 @@ impl Endpoint {
 /// A request in flight on an endpoint (for power of two choices), until
 /// its response body ends.
 pub struct InflightGuard {
-    endpoints: Arc<[Endpoint]>,
-    i: usize,
+    endpoint: Arc<Endpoint>,
     /// The circuit breaker's slot, held until the response ends.
     _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.endpoints[self.i]
-            .inflight
-            .fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.inflight.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// One version of a route's endpoints. A DNS refresh replaces it; a
+/// request keeps the version it started with, so its tries' indices stay
+/// valid, and an endpoint in both versions is the same object (its
+/// ejection and counters carry over).
+pub type EndpointSet = Arc<Vec<Arc<Endpoint>>>;
 
 /// What an exchange with an endpoint came to, for ejection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +112,7 @@ pub enum Outcome {
 /// A route's endpoints with their balancing and ejection state.
 #[derive(Debug)]
 pub struct Endpoints {
-    endpoints: Arc<[Endpoint]>,
+    set: ArcSwap<Vec<Arc<Endpoint>>>,
     balance: Balance,
     outlier: OutlierPolicy,
     /// Endpoints ejected right now (a fast "nothing to check" on pick).
@@ -148,11 +158,12 @@ impl Endpoints {
         breaker: CircuitBreaker,
     ) -> Self {
         assert!(!backends.is_empty(), "a route has at least one backend");
+        let set = backends
+            .into_iter()
+            .map(|b| Arc::new(Endpoint::new(b, breaker)))
+            .collect();
         Endpoints {
-            endpoints: backends
-                .into_iter()
-                .map(|b| Endpoint::new(b, breaker))
-                .collect(),
+            set: ArcSwap::from_pointee(set),
             breaker,
             balance,
             outlier,
@@ -161,32 +172,63 @@ impl Endpoints {
         }
     }
 
+    /// The current endpoints, for one request's tries.
+    pub fn snapshot(&self) -> EndpointSet {
+        self.set.load_full()
+    }
+
+    /// Endpoints right now.
     pub fn len(&self) -> usize {
-        self.endpoints.len()
+        self.set.load().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
-    }
-
-    pub fn get(&self, i: usize) -> &Endpoint {
-        &self.endpoints[i]
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Endpoint> {
-        self.endpoints.iter()
+        self.set.load().is_empty()
     }
 
     pub fn balance(&self) -> &Balance {
         &self.balance
     }
 
-    /// Admits a request to endpoint `i` (circuit breaker): a free slot at
+    /// Replaces the endpoints with `backends` (a DNS refresh): those
+    /// already present keep their state; requests in flight on the others
+    /// finish. Returns the backends that left, and whether anything
+    /// changed. An empty list is ignored (the last good set stays).
+    pub fn replace(&self, backends: Vec<Backend>) -> (Vec<Arc<Endpoint>>, bool) {
+        if backends.is_empty() {
+            return (Vec::new(), false);
+        }
+        let old = self.set.load_full();
+        let mut next = Vec::with_capacity(backends.len());
+        for b in backends {
+            match old.iter().find(|e| e.backend.label == b.label) {
+                Some(e) => next.push(e.clone()),
+                None => next.push(Arc::new(Endpoint::new(b, self.breaker))),
+            }
+        }
+        let gone: Vec<Arc<Endpoint>> = old
+            .iter()
+            .filter(|e| !next.iter().any(|n| Arc::ptr_eq(n, e)))
+            .cloned()
+            .collect();
+        let changed = !gone.is_empty() || next.len() != old.len();
+        if changed {
+            for e in &gone {
+                // An ejected endpoint that leaves no longer counts as out.
+                if e.ejected_until.swap(0, Ordering::Relaxed) != 0 {
+                    self.ejected.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            self.set.store(Arc::new(next));
+        }
+        (gone, changed)
+    }
+
+    /// Admits a request to endpoint `e` (circuit breaker): a free slot at
     /// once, or a wait for one when fewer than `max_pending` wait already;
     /// else the overflow. The request counts as in flight on the endpoint
     /// until the guard drops.
-    pub async fn start(&self, i: usize) -> Result<InflightGuard, Overflow> {
-        let e = &self.endpoints[i];
+    pub async fn start(&self, e: &Arc<Endpoint>) -> Result<InflightGuard, Overflow> {
         let slot = match e.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
@@ -207,61 +249,56 @@ impl Endpoints {
         };
         e.inflight.fetch_add(1, Ordering::Relaxed);
         Ok(InflightGuard {
-            endpoints: self.endpoints.clone(),
-            i,
+            endpoint: e.clone(),
             _slot: slot,
         })
-    }
-
-    /// Requests waiting for a slot on endpoint `i`.
-    pub fn pending(&self, i: usize) -> u32 {
-        self.endpoints[i].pending.load(Ordering::Relaxed)
     }
 
     /// The endpoint for the next try: among those neither ejected nor in
     /// `tried` (this request's earlier tries); failing that, among those
     /// not tried; failing that, any.
-    pub fn pick(&self, headers: &HeaderMap, tried: &[usize]) -> usize {
-        let n = self.endpoints.len();
+    pub fn pick(&self, set: &[Arc<Endpoint>], headers: &HeaderMap, tried: &[usize]) -> usize {
+        let n = set.len();
         if n == 1 {
             return 0;
         }
         let after = tried.last().copied();
         if tried.is_empty() && self.ejected.load(Ordering::Relaxed) == 0 {
-            return self.choose(headers, n, after, |_| true);
+            return self.choose(set, headers, after, |_| true);
         }
         let now = now_ms();
-        let usable = |i: usize| !tried.contains(&i) && !self.is_ejected(i, now);
+        let usable = |i: usize| !tried.contains(&i) && !self.is_ejected(&set[i], now);
         if (0..n).any(usable) {
-            return self.choose(headers, n, after, usable);
+            return self.choose(set, headers, after, usable);
         }
         let untried = |i: usize| !tried.contains(&i);
         if (0..n).any(untried) {
-            return self.choose(headers, n, after, untried);
+            return self.choose(set, headers, after, untried);
         }
-        self.choose(headers, n, after, |_| true)
+        self.choose(set, headers, after, |_| true)
     }
 
     /// Applies the balancing policy to the endpoints `ok` allows (at least
     /// one). `after`: the endpoint of the previous try, if this is a retry.
     fn choose(
         &self,
+        set: &[Arc<Endpoint>],
         headers: &HeaderMap,
-        n: usize,
         after: Option<usize>,
         ok: impl Fn(usize) -> bool,
     ) -> usize {
+        let n = set.len();
         match &self.balance {
             Balance::RoundRobin => self.round_robin(n, after, &ok),
             Balance::HashHeader(name) => match headers.get(name) {
-                Some(v) => rendezvous(v.as_bytes(), &self.endpoints, &ok),
-                None => self.two_choices(n, &ok),
+                Some(v) => rendezvous(v.as_bytes(), set, &ok),
+                None => two_choices(set, &ok),
             },
             Balance::HashCookie(name) => match cookie(headers, name) {
-                Some(v) => rendezvous(v, &self.endpoints, &ok),
-                None => self.two_choices(n, &ok),
+                Some(v) => rendezvous(v, set, &ok),
+                None => two_choices(set, &ok),
             },
-            Balance::PowerOfTwo => self.two_choices(n, &ok),
+            Balance::PowerOfTwo => two_choices(set, &ok),
         }
     }
 
@@ -279,30 +316,9 @@ impl Endpoints {
             .unwrap_or(start % n)
     }
 
-    /// Power of two choices: two different allowed endpoints at random, the
-    /// one with fewer requests in flight (ties: the first drawn).
-    fn two_choices(&self, n: usize, ok: &impl Fn(usize) -> bool) -> usize {
-        let allowed = (0..n).filter(|&i| ok(i)).count();
-        let nth = |k: usize| (0..n).filter(|&i| ok(i)).nth(k).unwrap_or(0);
-        if allowed <= 1 {
-            return nth(0);
-        }
-        let r = random();
-        let a = (r % allowed as u64) as usize;
-        let b = ((r >> 32) % (allowed as u64 - 1)) as usize;
-        let b = if b >= a { b + 1 } else { b };
-        let (a, b) = (nth(a), nth(b));
-        if self.endpoints[b].inflight() < self.endpoints[a].inflight() {
-            b
-        } else {
-            a
-        }
-    }
-
-    /// Whether endpoint `i` is ejected at `now`; re-admits it (and logs
+    /// Whether endpoint `e` is ejected at `now`; re-admits it (and logs
     /// that) when its ejection has run out.
-    fn is_ejected(&self, i: usize, now: u64) -> bool {
-        let e = &self.endpoints[i];
+    fn is_ejected(&self, e: &Endpoint, now: u64) -> bool {
         let until = e.ejected_until.load(Ordering::Relaxed);
         if until == 0 {
             return false;
@@ -326,16 +342,14 @@ impl Endpoints {
     /// many are ejected now (for the endpoint gauges).
     pub fn refresh(&self) -> usize {
         let now = now_ms();
-        (0..self.endpoints.len())
-            .filter(|&i| self.is_ejected(i, now))
-            .count()
+        let set = self.set.load();
+        set.iter().filter(|e| self.is_ejected(e, now)).count()
     }
 
     /// Records the outcome of an exchange with endpoint `i`; ejects it
     /// (`true`) when that makes `consecutive_failures` in a row and the
     /// ejection cap allows.
-    pub fn report(&self, i: usize, outcome: Outcome) -> bool {
-        let e = &self.endpoints[i];
+    pub fn report(&self, e: &Endpoint, outcome: Outcome) -> bool {
         if outcome == Outcome::Success {
             if e.failures.load(Ordering::Relaxed) != 0 {
                 e.failures.store(0, Ordering::Relaxed);
@@ -347,7 +361,7 @@ impl Endpoints {
         if threshold == 0 || failures < threshold {
             return false;
         }
-        let n = self.endpoints.len();
+        let n = self.len();
         let ejected = self.ejected.load(Ordering::Relaxed);
         if (ejected + 1) * 100 > self.outlier.max_ejection_percent as usize * n {
             return false;
@@ -387,10 +401,31 @@ impl Endpoints {
     }
 }
 
+/// Power of two choices: two different allowed endpoints at random, the
+/// one with fewer requests in flight (ties: the first drawn).
+fn two_choices(set: &[Arc<Endpoint>], ok: &impl Fn(usize) -> bool) -> usize {
+    let n = set.len();
+    let allowed = (0..n).filter(|&i| ok(i)).count();
+    let nth = |k: usize| (0..n).filter(|&i| ok(i)).nth(k).unwrap_or(0);
+    if allowed <= 1 {
+        return nth(0);
+    }
+    let r = random();
+    let a = (r % allowed as u64) as usize;
+    let b = ((r >> 32) % (allowed as u64 - 1)) as usize;
+    let b = if b >= a { b + 1 } else { b };
+    let (a, b) = (nth(a), nth(b));
+    if set[b].inflight() < set[a].inflight() {
+        b
+    } else {
+        a
+    }
+}
+
 /// Rendezvous (highest random weight) hashing: the allowed endpoint whose
 /// hash with `key` is highest. An endpoint leaving or joining moves only
 /// the keys it wins.
-fn rendezvous(key: &[u8], endpoints: &[Endpoint], ok: &impl Fn(usize) -> bool) -> usize {
+fn rendezvous(key: &[u8], endpoints: &[Arc<Endpoint>], ok: &impl Fn(usize) -> bool) -> usize {
     (0..endpoints.len())
         .filter(|&i| ok(i))
         .max_by_key(|&i| weight(key, endpoints[i].backend.label.as_bytes()))
@@ -483,11 +518,11 @@ mod tests {
             .build()
             .unwrap();
         let _busy: Vec<_> = (0..10)
-            .map(|_| rt.block_on(eps.start(0)).unwrap())
+            .map(|_| rt.block_on(eps.start(&eps.snapshot()[0])).unwrap())
             .collect();
         let mut counts = [0usize; 3];
         for _ in 0..3000 {
-            counts[eps.pick(&HeaderMap::new(), &[])] += 1;
+            counts[eps.pick(&eps.snapshot(), &HeaderMap::new(), &[])] += 1;
         }
         // 0 wins only when both draws are 0, which two distinct draws never are.
         assert_eq!(counts[0], 0, "{counts:?}");
@@ -498,31 +533,34 @@ mod tests {
     fn round_robin_cycles_and_skips_tried_endpoints() {
         let eps = endpoints(3, Balance::RoundRobin, OutlierPolicy::default());
         let h = HeaderMap::new();
-        let picks: Vec<usize> = (0..6).map(|_| eps.pick(&h, &[])).collect();
+        let picks: Vec<usize> = (0..6).map(|_| eps.pick(&eps.snapshot(), &h, &[])).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         for _ in 0..6 {
-            assert_ne!(eps.pick(&h, &[1]), 1);
+            assert_ne!(eps.pick(&eps.snapshot(), &h, &[1]), 1);
         }
         // Everything tried: any endpoint rather than none.
-        assert!(eps.pick(&h, &[0, 1, 2]) < 3);
+        assert!(eps.pick(&eps.snapshot(), &h, &[0, 1, 2]) < 3);
     }
 
     #[test]
     fn consecutive_failures_eject_and_the_ejection_runs_out() {
         let eps = endpoints(4, Balance::RoundRobin, quick(3));
         let h = HeaderMap::new();
-        eps.report(2, Outcome::Failure);
-        eps.report(2, Outcome::Failure);
-        eps.report(2, Outcome::Success); // the run is broken
-        eps.report(2, Outcome::Failure);
-        eps.report(2, Outcome::Failure);
-        assert!(eps.get(2).ejected_for().is_none(), "only 2 in a row");
-        eps.report(2, Outcome::Failure);
-        assert!(eps.get(2).ejected_for().is_some(), "3 in a row eject");
-        assert!((0..40).all(|_| eps.pick(&h, &[]) != 2));
+        eps.report(&eps.snapshot()[2], Outcome::Failure);
+        eps.report(&eps.snapshot()[2], Outcome::Failure);
+        eps.report(&eps.snapshot()[2], Outcome::Success); // the run is broken
+        eps.report(&eps.snapshot()[2], Outcome::Failure);
+        eps.report(&eps.snapshot()[2], Outcome::Failure);
+        assert!(eps.snapshot()[2].ejected_for().is_none(), "only 2 in a row");
+        eps.report(&eps.snapshot()[2], Outcome::Failure);
+        assert!(
+            eps.snapshot()[2].ejected_for().is_some(),
+            "3 in a row eject"
+        );
+        assert!((0..40).all(|_| eps.pick(&eps.snapshot(), &h, &[]) != 2));
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(eps.refresh(), 0, "re-admitted after 200 ms");
-        assert!((0..40).any(|_| eps.pick(&h, &[]) == 2));
+        assert!((0..40).any(|_| eps.pick(&eps.snapshot(), &h, &[]) == 2));
     }
 
     #[test]
@@ -530,8 +568,8 @@ mod tests {
         let eps = endpoints(2, Balance::RoundRobin, quick(1));
         let mut lengths = Vec::new();
         for _ in 0..4 {
-            eps.report(0, Outcome::Failure);
-            let d = eps.get(0).ejected_for().expect("ejected");
+            eps.report(&eps.snapshot()[0], Outcome::Failure);
+            let d = eps.snapshot()[0].ejected_for().expect("ejected");
             lengths.push(d.as_millis().div_ceil(100) * 100);
             std::thread::sleep(d + Duration::from_millis(20));
             eps.refresh();
@@ -543,16 +581,16 @@ mod tests {
     fn never_more_than_half_the_endpoints_are_ejected() {
         let eps = endpoints(4, Balance::RoundRobin, quick(1));
         for i in 0..4 {
-            eps.report(i, Outcome::Failure);
+            eps.report(&eps.snapshot()[i], Outcome::Failure);
         }
         let out = (0..4)
-            .filter(|&i| eps.get(i).ejected_for().is_some())
+            .filter(|&i| eps.snapshot()[i].ejected_for().is_some())
             .count();
         assert_eq!(out, 2);
         // A single endpoint is never ejected: 1 of 1 is over 50%.
         let one = endpoints(1, Balance::RoundRobin, quick(1));
-        one.report(0, Outcome::Failure);
-        assert!(one.get(0).ejected_for().is_none());
+        one.report(&one.snapshot()[0], Outcome::Failure);
+        assert!(one.snapshot()[0].ejected_for().is_none());
     }
 
     #[test]
@@ -567,10 +605,10 @@ mod tests {
         for user in 0..500 {
             let mut h = HeaderMap::new();
             h.insert(&name, format!("user-{user}").parse().unwrap());
-            let first = all.pick(&h, &[]);
-            assert_eq!(all.pick(&h, &[]), first, "stable");
+            let first = all.pick(&all.snapshot(), &h, &[]);
+            assert_eq!(all.pick(&all.snapshot(), &h, &[]), first, "stable");
             // Endpoint 3 gone (tried/ejected): only its keys move.
-            let without = all.pick(&h, &[3]);
+            let without = all.pick(&all.snapshot(), &h, &[3]);
             if first != 3 {
                 assert_eq!(
                     without, first,
@@ -581,6 +619,35 @@ mod tests {
             }
         }
         assert!((60..190).contains(&moved), "about a quarter move: {moved}");
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_state_of_endpoints_that_stay() {
+        let eps = endpoints(3, Balance::RoundRobin, quick(1));
+        let before = eps.snapshot();
+        eps.report(&before[1], Outcome::Failure);
+        assert!(before[1].ejected_for().is_some());
+        let backend = |i: usize| {
+            let url: BackendUrl = format!("http://10.0.0.{i}:80").parse().unwrap();
+            Backend::from(&url)
+        };
+        // 10.0.0.1 leaves, 10.0.0.9 joins; 10.0.0.2 (ejected) stays.
+        let (gone, changed) = eps.replace(vec![backend(2), backend(3), backend(9)]);
+        assert!(changed);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(&*gone[0].backend.label, "10.0.0.1:80");
+        let after = eps.snapshot();
+        assert!(
+            Arc::ptr_eq(&after[0], &before[1]),
+            "the same endpoint, state and all"
+        );
+        assert!(after[0].ejected_for().is_some());
+        // The same list again changes nothing; an empty one is ignored.
+        assert!(!eps.replace(vec![backend(2), backend(3), backend(9)]).1);
+        assert!(!eps.replace(Vec::new()).1);
+        assert_eq!(eps.len(), 3);
+        // The old version stays usable by requests that hold it.
+        assert_eq!(before.len(), 3);
     }
 
     #[test]

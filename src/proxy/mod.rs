@@ -4,6 +4,7 @@
 //! header rewriting, upstream exchange, response.
 
 pub mod body;
+pub mod discovery;
 pub mod endpoints;
 pub mod error;
 pub mod exchange;
@@ -30,7 +31,7 @@ use crate::routing::{path, reserved};
 use crate::server::{ConnInfo, Service};
 
 use body::{GatewayBody, RequestBody};
-use endpoints::Outcome;
+use endpoints::{Endpoint, Outcome};
 pub use error::ProxyError;
 use exchange::Exchange;
 use headers::Forwarded;
@@ -265,8 +266,8 @@ impl Gateway {
             Ok(Err(UpstreamError::Overloaded { .. })) => Err(ProxyError::Overloaded),
             Err(_elapsed) => {
                 route.metrics.upstream_error(UpstreamErrorKind::Timeout);
-                if let Some(i) = last
-                    && up.endpoints.report(i, Outcome::Failure)
+                if let Some(e) = &last
+                    && up.endpoints.report(e, Outcome::Failure)
                 {
                     route.metrics.ejected();
                 }
@@ -292,27 +293,29 @@ impl Gateway {
         x: &mut Exchange,
         mut req: Request<RequestBody>,
         replay: Option<Replay>,
-        last: &mut Option<usize>,
+        last: &mut Option<Arc<Endpoint>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let up = &route.upstream;
         let eps = &up.endpoints;
+        // One version of the endpoints for all of this request's tries.
+        let set = eps.snapshot();
         // Backends picked so far (tries, and backends that were full).
         let mut tried = [usize::MAX; MAX_PICKS];
         let mut picks = 0;
         loop {
-            let i = eps.pick(req.headers(), &tried[..picks]);
-            let endpoint = eps.get(i);
+            let i = eps.pick(&set, req.headers(), &tried[..picks]);
+            let endpoint = &set[i];
             if picks < MAX_PICKS {
                 tried[picks] = i;
                 picks += 1;
             }
-            let guard = match eps.start(i).await {
+            let guard = match eps.start(endpoint).await {
                 Ok(guard) => guard,
                 Err(limit) => {
                     // Full (circuit breaker): nothing was sent, so another
                     // backend with room may take it; else 503 at once.
                     route.metrics.circuit_open(limit.as_str());
-                    if picks < MAX_PICKS && (0..eps.len()).any(|j| !tried[..picks].contains(&j)) {
+                    if picks < MAX_PICKS && (0..set.len()).any(|j| !tried[..picks].contains(&j)) {
                         continue;
                     }
                     return Err(UpstreamError::Overloaded { limit });
@@ -320,7 +323,7 @@ impl Gateway {
             };
             x.upstream = Some(endpoint.backend.label.clone());
             x.tries += 1;
-            *last = Some(i);
+            *last = Some(endpoint.clone());
             let (error, next) = match up.client.send(&endpoint.backend, req).await {
                 Ok(resp) => {
                     let status = resp.status();
@@ -330,7 +333,7 @@ impl Gateway {
                     } else {
                         Outcome::Success
                     };
-                    if eps.report(i, outcome) {
+                    if eps.report(endpoint, outcome) {
                         route.metrics.ejected();
                     }
                     match &replay {
@@ -352,7 +355,7 @@ impl Gateway {
                 }
                 Err(SendError { error, unsent }) => {
                     let failed = matches!(error, UpstreamError::Failed { .. });
-                    if failed && eps.report(i, Outcome::Failure) {
+                    if failed && eps.report(endpoint, Outcome::Failure) {
                         route.metrics.ejected();
                     }
                     let next = match (unsent, &error, &replay) {

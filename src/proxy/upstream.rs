@@ -364,6 +364,14 @@ impl UpstreamClient {
         Ok(sender)
     }
 
+    /// Closes the idle pooled connections to `backend` (it left the route).
+    pub fn forget(&self, backend: &Backend) {
+        let key: PoolKey = (backend.scheme == Scheme::HTTPS, backend.authority.clone());
+        for shard in self.pool.idle.iter() {
+            shard.lock().remove(&key);
+        }
+    }
+
     /// Returns the sender to the pool; it becomes eligible again once its
     /// connection has finished this response (see [`Pool::checkout`]).
     fn release(&self, key: PoolKey, sender: Sender) {
@@ -418,6 +426,19 @@ pub struct Backend {
     pub label: Arc<str>,
 }
 
+impl Backend {
+    /// One address of `url`'s host (DNS discovery): connected to by IP;
+    /// the request keeps the client's `Host`.
+    pub fn at(url: &BackendUrl, addr: std::net::SocketAddr) -> Self {
+        let text = addr.to_string();
+        Backend {
+            scheme: if url.tls { Scheme::HTTPS } else { Scheme::HTTP },
+            authority: Authority::try_from(text.as_str()).unwrap_or_else(|_| url.authority.clone()),
+            label: Arc::from(text),
+        }
+    }
+}
+
 impl From<&BackendUrl> for Backend {
     fn from(url: &BackendUrl) -> Self {
         Backend {
@@ -465,6 +486,10 @@ impl Upstream {
 pub struct UpstreamClients {
     timeouts: PoolTimeouts,
     default: UpstreamClient,
+    /// `dns.nameservers` (empty: /etc/resolv.conf), and the resolver made
+    /// from them on first use by a route with `discovery: dns`.
+    nameservers: Vec<std::net::SocketAddr>,
+    resolver: std::sync::OnceLock<Option<Arc<super::discovery::Resolver>>>,
     /// Keyed by CA file and its contents, so a changed CA file gets a new client.
     by_ca: Mutex<HashMap<(PathBuf, Vec<u8>), UpstreamClient>>,
 }
@@ -474,8 +499,30 @@ impl UpstreamClients {
         Ok(UpstreamClients {
             timeouts,
             default: UpstreamClient::new(timeouts)?,
+            nameservers: Vec::new(),
+            resolver: std::sync::OnceLock::new(),
             by_ca: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Name servers for `discovery: dns` (`dns.nameservers`).
+    pub fn with_nameservers(mut self, nameservers: Vec<std::net::SocketAddr>) -> Self {
+        self.nameservers = nameservers;
+        self
+    }
+
+    /// The DNS resolver, made on first use; `None` (logged once) when it
+    /// cannot be set up: routes then resolve their host names on connect.
+    pub fn resolver(&self) -> Option<Arc<super::discovery::Resolver>> {
+        self.resolver
+            .get_or_init(|| match super::discovery::Resolver::new(&self.nameservers) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(e) => {
+                    tracing::error!(error = %e, "discovery: dns is off; backends are resolved when connecting");
+                    None
+                }
+            })
+            .clone()
     }
 
     /// The client for a route: the shared default, or one trusting `ca_file`.

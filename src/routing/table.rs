@@ -31,7 +31,7 @@ pub struct Route {
     pub spec: RouteSpec,
     /// The `route` label: the prefix, or `=path` for an exact route.
     pub label: Arc<str>,
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     /// Metric handles resolved for this route's host and label at build time.
     pub metrics: RouteMetrics,
     /// Time allowed until the upstream's response head arrives.
@@ -246,8 +246,22 @@ impl RouteTable {
             Some(old) => old.metrics.clone(),
             None => ctx.metrics.route(&spec.host_label(), &label),
         };
+        let upstream = Arc::new(Upstream::new(backends, &spec, client));
+        // Outside a runtime (`portico check`) there is nothing to refresh on.
+        if let Some(every) = spec.dns_refresh
+            && tokio::runtime::Handle::try_current().is_ok()
+            && let Some(resolver) = ctx.clients.resolver()
+        {
+            crate::proxy::discovery::watch(
+                &upstream,
+                spec.backends.clone(),
+                resolver,
+                every,
+                metrics.clone(),
+            );
+        }
         Route {
-            upstream: Upstream::new(backends, &spec, client),
+            upstream,
             metrics,
             label: Arc::from(label),
             timeout: spec.timeout.unwrap_or(ctx.default_timeout),

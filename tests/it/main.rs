@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod demo;
+mod discovery;
 mod idle;
 mod k8s;
 mod limits;
