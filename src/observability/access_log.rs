@@ -9,6 +9,10 @@ use super::{json, logging};
 #[derive(Debug, Clone)]
 pub struct AccessRecord<'a> {
     pub request_id: &'a str,
+    /// W3C trace id and the gateway's span id (lowercase hex); empty for
+    /// lines that are not about a request's trace.
+    pub trace_id: &'a str,
+    pub span_id: &'a str,
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
@@ -45,6 +49,10 @@ impl AccessRecord<'_> {
         json::push_field(out, "level", "info");
         json::push_field(out, "msg", "request");
         json::push_field(out, "request_id", self.request_id);
+        if !self.trace_id.is_empty() {
+            json::push_field(out, "trace_id", self.trace_id);
+            json::push_field(out, "span_id", self.span_id);
+        }
         json::push_field(out, "method", self.method);
         json::push_field(out, "path", self.path);
         json::push_number(out, "status", self.status);
@@ -91,6 +99,8 @@ mod tests {
     fn line_has_every_contract_field() {
         let rec = AccessRecord {
             request_id: "abc",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            span_id: "00f067aa0ba902b7",
             method: "GET",
             path: "/billing/x\"y",
             status: 200,
@@ -113,6 +123,8 @@ mod tests {
             "level",
             "msg",
             "request_id",
+            "trace_id",
+            "span_id",
             "method",
             "path",
             "status",

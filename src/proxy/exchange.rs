@@ -15,6 +15,7 @@ use crate::observability::metrics::RouteMetrics;
 
 use super::endpoints::InflightGuard;
 use super::limits::InflightPermit;
+use super::trace::TraceContext;
 use crate::lifecycle::drain::Tracked;
 
 /// nginx's convention for "the client closed the connection before a
@@ -24,6 +25,8 @@ pub const CLIENT_CLOSED: u16 = 499;
 pub struct Exchange {
     pub started: Instant,
     pub request_id: HeaderValue,
+    /// The W3C trace and the gateway's span in it (see `proxy::trace`).
+    pub trace: Option<TraceContext>,
     pub method: Method,
     /// The normalized path (or the raw one, capped, when normalization
     /// failed). Shared with the in-flight registry, so it is stored once.
@@ -68,6 +71,7 @@ impl Exchange {
         Exchange {
             started,
             request_id,
+            trace: None,
             method,
             path,
             metrics,
@@ -102,6 +106,8 @@ impl Exchange {
             .observe(&self.method, status, elapsed.as_secs_f64());
         access_log::write(&AccessRecord {
             request_id: self.request_id.to_str().unwrap_or_default(),
+            trace_id: self.trace.as_ref().map_or("", TraceContext::trace_id),
+            span_id: self.trace.as_ref().map_or("", TraceContext::span_id),
             method: self.method.as_str(),
             path: &self.path,
             status,

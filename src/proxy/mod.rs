@@ -12,6 +12,7 @@ pub mod headers;
 pub mod limits;
 pub mod request_id;
 pub mod retry;
+pub mod trace;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -83,6 +84,7 @@ impl Gateway {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
         let request_id = request_id::assign(&mut parts.headers);
+        let trace = trace::continue_or_start(&mut parts.headers);
         let mut x = Exchange::new(
             started,
             request_id.clone(),
@@ -93,6 +95,7 @@ impl Gateway {
             parts.version,
             parts.headers.get(header::USER_AGENT).cloned(),
         );
+        x.trace = Some(trace);
         let mut resp = match self.proxy(&mut x, parts, body, conn).await {
             Ok(upstream) => {
                 let (mut head, body) = upstream.into_parts();

@@ -550,3 +550,72 @@ async fn an_http_1_0_backend_answers_http_1_1_clients_in_http_1_1() {
     assert_eq!(status_line, "HTTP/1.0 200 OK");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn trace_context_is_continued_or_started_and_logged() {
+    use crate::support::binary::Serve;
+    let backend = Backend::start("api").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Serve::with_routes(
+        dir.path(),
+        &routes_yaml(&[("/api", &backend)]),
+        "shutdown:\n  drain_delay: 0s\n",
+    );
+    let addr = gw.listening("http");
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    // A valid parent: same trace, a new span for the gateway's hop.
+    let r = get_with(
+        addr,
+        "/api/a",
+        &[("traceparent", parent), ("tracestate", "congo=t61rcWkgMzE")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = backend.last();
+    let sent = seen.headers["traceparent"].to_str().unwrap().to_owned();
+    let fields: Vec<&str> = sent.split('-').collect();
+    assert_eq!(fields.len(), 4, "{sent}");
+    assert_eq!(
+        (fields[0], fields[1], fields[3]),
+        ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+    );
+    assert_ne!(fields[2], "00f067aa0ba902b7", "the gateway's own span");
+    assert_eq!(seen.headers["tracestate"], "congo=t61rcWkgMzE");
+    let line = gw.wait_line("access log of /api/a", |v| v["path"] == "/api/a");
+    assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(line["span_id"], fields[2]);
+
+    // None, or an invalid one: a new trace (and its tracestate dropped).
+    for (path, headers) in [
+        ("/api/b", vec![]),
+        (
+            "/api/c",
+            vec![
+                ("traceparent", "00-zzz-00f067aa0ba902b7-01"),
+                ("tracestate", "x=y"),
+            ],
+        ),
+    ] {
+        assert_eq!(get_with(addr, path, &headers).await.status, 200);
+        let seen = backend.last();
+        let sent = seen.headers["traceparent"].to_str().unwrap().to_owned();
+        let f: Vec<&str> = sent.split('-').collect();
+        assert_eq!(f.len(), 4, "{sent}");
+        assert!(
+            f[1].len() == 32 && f[2].len() == 16 && f[3] == "01",
+            "{sent}"
+        );
+        assert_ne!(f[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(!seen.headers.contains_key("tracestate"), "{path}");
+        let line = gw.wait_line(path, |v| v["path"] == path);
+        assert_eq!(line["trace_id"], f[1]);
+        assert_eq!(line["span_id"], f[2]);
+    }
+    // Portico's own answers (here a 404) carry a trace in the log too.
+    assert_eq!(get(addr, "/nowhere").await.status, 404);
+    let line = gw.wait_line("the 404", |v| v["path"] == "/nowhere");
+    assert_eq!(line["trace_id"].as_str().map(str::len), Some(32));
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+}
