@@ -309,6 +309,7 @@ fn options(cfg: &GatewayConfig, metrics: &Metrics, kind: ListenerKind) -> Server
         connections_parked: metrics
             .connections_parked
             .with_label_values(&[kind.as_str()]),
+        upgrade_idle_timeout: cfg.limits.upgrade_idle_timeout,
     }
 }
 

@@ -134,6 +134,9 @@ pub struct Limits {
     /// the backends' own keep-alive timeout, so Portico closes first and never
     /// sends on a connection the backend is closing.
     pub upstream_idle_timeout: Duration,
+    /// An upgraded connection (WebSocket) with no bytes either way for this
+    /// long is closed.
+    pub upgrade_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -148,6 +151,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_idle_timeout: Duration::from_secs(50),
             upstream_timeout: Duration::from_secs(30),
+            upgrade_idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -213,6 +217,7 @@ const LIMITS_KEYS: &[&str] = &[
     "upstream_connect_timeout",
     "upstream_timeout",
     "upstream_idle_timeout",
+    "upgrade_idle_timeout",
 ];
 const SHUTDOWN_KEYS: &[&str] = &["drain_delay", "timeout"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
@@ -634,6 +639,7 @@ fn limits(c: &mut Checker<'_>, top: &Map<'_>) -> Limits {
         "upstream_idle_timeout",
         &mut limits.upstream_idle_timeout,
     );
+    duration(c, "upgrade_idle_timeout", &mut limits.upgrade_idle_timeout);
     if let Some(n) = m.get("max_header_size")
         && let Some(bytes) = c.size(n, "limits.max_header_size")
     {

@@ -29,6 +29,8 @@ pub struct AccessRecord<'a> {
     pub client_ip: std::net::IpAddr,
     pub proto: &'a str,
     pub bytes_out: u64,
+    /// Bytes from the client of an upgraded (WebSocket) connection.
+    pub bytes_in: Option<u64>,
     pub user_agent: &'a str,
     /// Set when the response body ended early (client gone, upstream reset).
     pub incomplete: bool,
@@ -66,6 +68,9 @@ impl AccessRecord<'_> {
         json::push_display(out, "client_ip", self.client_ip);
         json::push_field(out, "proto", self.proto);
         json::push_number(out, "bytes_out", self.bytes_out);
+        if let Some(n) = self.bytes_in {
+            json::push_number(out, "bytes_in", n);
+        }
         json::push_field(out, "user_agent", self.user_agent);
         if self.incomplete {
             out.push_str(",\"incomplete\":true");
@@ -112,6 +117,7 @@ mod tests {
             client_ip: [127, 0, 0, 1].into(),
             proto: "HTTP/1.1",
             bytes_out: 12,
+            bytes_in: None,
             user_agent: "curl/8",
             incomplete: false,
         };

@@ -31,6 +31,7 @@ pub const UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL: &str =
 pub const UPSTREAM_EJECTIONS_TOTAL: &str = "portico_upstream_ejections_total";
 pub const CIRCUIT_OPEN_TOTAL: &str = "portico_circuit_open_total";
 pub const DNS_REFRESH_TOTAL: &str = "portico_dns_refresh_total";
+pub const UPGRADES_OPEN: &str = "portico_upgrades_open";
 
 /// The `route` label for requests that matched no route (404s, 400s, ...).
 pub const NO_ROUTE: &str = "none";
@@ -120,6 +121,7 @@ pub struct Metrics {
     pub upstream_ejections: IntCounterVec,
     pub circuit_open: IntCounterVec,
     pub dns_refresh: IntCounterVec,
+    pub upgrades_open: IntGaugeVec,
 }
 
 impl Metrics {
@@ -243,6 +245,14 @@ impl Metrics {
             &["host", "route", "result"],
         )
         .expect("valid metric");
+        let upgrades_open = IntGaugeVec::new(
+            Opts::new(
+                UPGRADES_OPEN,
+                "Upgraded connections (WebSocket) being spliced right now.",
+            ),
+            &["host", "route"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build information; the value is always 1."),
             &["version"],
@@ -270,6 +280,7 @@ impl Metrics {
             Box::new(upstream_ejections.clone()),
             Box::new(circuit_open.clone()),
             Box::new(dns_refresh.clone()),
+            Box::new(upgrades_open.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -303,6 +314,7 @@ impl Metrics {
             upstream_ejections,
             circuit_open,
             dns_refresh,
+            upgrades_open,
         }
     }
 
@@ -327,6 +339,7 @@ impl Metrics {
                 ejections: self.upstream_ejections.clone(),
                 circuit_open: self.circuit_open.clone(),
                 dns_refresh: self.dns_refresh.clone(),
+                upgrades_open: self.upgrades_open.clone(),
             }),
         }
     }
@@ -370,6 +383,7 @@ struct RouteMetricsInner {
     ejections: IntCounterVec,
     circuit_open: IntCounterVec,
     dns_refresh: IntCounterVec,
+    upgrades_open: IntGaugeVec,
 }
 
 impl RouteMetrics {
@@ -437,6 +451,13 @@ impl RouteMetrics {
         i.dns_refresh
             .with_label_values(&[i.host.as_str(), i.route.as_str(), result])
             .inc();
+    }
+
+    /// `portico_upgrades_open` for the route.
+    pub fn upgrades_open(&self) -> IntGauge {
+        let i = &*self.inner;
+        i.upgrades_open
+            .with_label_values(&[i.host.as_str(), i.route.as_str()])
     }
 
     /// Counts a backend ejection.

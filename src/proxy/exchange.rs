@@ -48,6 +48,10 @@ pub struct Exchange {
     /// 0 until a response head is chosen.
     pub status: u16,
     pub bytes_out: u64,
+    /// An upgraded (WebSocket) request: bytes from the client.
+    pub bytes_in: Option<u64>,
+    /// The request asked to upgrade (and the backend is sent `Upgrade`).
+    pub upgrade: bool,
     /// Gateway-wide and per-route slots. Released when the exchange finishes, not when the handler returns:
     /// a streaming response is still in flight.
     pub permits: [Option<InflightPermit>; 2],
@@ -84,6 +88,8 @@ impl Exchange {
             user_agent,
             status: 0,
             bytes_out: 0,
+            bytes_in: None,
+            upgrade: false,
             permits: [None, None],
             tracked: None,
             finished: false,
@@ -123,6 +129,7 @@ impl Exchange {
             client_ip: self.peer,
             proto: version_str(self.version),
             bytes_out: self.bytes_out,
+            bytes_in: self.bytes_in,
             user_agent: self
                 .user_agent
                 .as_ref()

@@ -48,6 +48,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to (`Upgrade`, with
+/// `upgrade` among its `Connection` tokens), if it does.
+pub fn upgrade_requested(parts: &http::request::Parts) -> Option<http::HeaderValue> {
+    if parts.version != http::Version::HTTP_11 {
+        return None;
+    }
+    let asks = parts
+        .headers
+        .get_all(&header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !asks {
+        return None;
+    }
+    parts.headers.get(&header::UPGRADE).cloned()
+}
+
 /// A request head whose meaning is ambiguous: two parties (Portico and a
 /// backend, or a cache in between) could read it differently, which is how
 /// request smuggling and host confusion start. Refused with 400.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Request, Response, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
@@ -97,6 +97,12 @@ impl Gateway {
         );
         x.trace = Some(trace);
         let mut resp = match self.proxy(&mut x, parts, body, conn).await {
+            Ok(upstream) if upstream.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                match switch_protocols(&mut x, upstream, &request_id) {
+                    Ok(resp) => return upgrading(resp, x),
+                    Err(e) => e.into_response(&request_id),
+                }
+            }
             Ok(upstream) => {
                 let (mut head, body) = upstream.into_parts();
                 // The client's protocol, not the backend's: an HTTP/1.0
@@ -194,7 +200,17 @@ impl Gateway {
         // Origin form (path and query): each try adds its backend.
         parts.uri = Uri::from(path_and_query(&parts.uri, upstream_path));
 
+        // An HTTP/1.1 upgrade (WebSocket): `Upgrade` and `Connection:
+        // upgrade` go upstream for it, and only for it.
+        let upgrade = headers::upgrade_requested(&parts);
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = &upgrade {
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            x.upgrade = true;
+        }
         if let Some(h) = &host
             && !parts.headers.contains_key(header::HOST)
         {
@@ -219,7 +235,8 @@ impl Gateway {
         // (reset, retry_on status) if its body is kept: none, or a small one
         // read ahead in full (retry_buffer). Only worth it when there is
         // another backend to send it to.
-        let replayable = up.retries > 0
+        let replayable = upgrade.is_none()
+            && up.retries > 0
             && up.endpoints.len() > 1
             && retry::idempotent(&parts.method, &parts.headers);
         let limit = self.limits.max_body_bytes;
@@ -327,7 +344,20 @@ impl Gateway {
             x.upstream = Some(endpoint.backend.label.clone());
             x.tries += 1;
             *last = Some(endpoint.clone());
-            let (error, next) = match up.client.send(&endpoint.backend, req).await {
+            let sent = if x.upgrade {
+                // Its own connection, never retried: the backend may have
+                // switched protocols already.
+                up.client
+                    .upgrade(&endpoint.backend, req)
+                    .await
+                    .map_err(|error| SendError {
+                        error,
+                        unsent: None,
+                    })
+            } else {
+                up.client.send(&endpoint.backend, req).await
+            };
+            let (error, next) = match sent {
                 Ok(resp) => {
                     let status = resp.status();
                     let failed = status.is_server_error();
@@ -413,6 +443,75 @@ impl Gateway {
         route.metrics.retried(reason.as_str());
         true
     }
+}
+
+/// The client's `101` for a backend's: only for a request that asked to
+/// upgrade (a `101` to any other is the smuggling class of bug, refused
+/// with 502), with the backend's `Upgrade` and `Connection: upgrade`.
+fn switch_protocols(
+    x: &mut Exchange,
+    mut upstream: Response<Incoming>,
+    request_id: &HeaderValue,
+) -> Result<Response<GatewayBody>, ProxyError> {
+    let protocol = upstream.headers().get(header::UPGRADE).cloned();
+    let Some(protocol) = protocol.filter(|_| x.upgrade) else {
+        tracing::warn!(
+            request_id = %request_id.to_str().unwrap_or_default(),
+            upstream = %x.upstream.as_deref().unwrap_or_default(),
+            asked = x.upgrade,
+            "backend switched protocols unasked (or without Upgrade); refused"
+        );
+        x.metrics.upstream_error(UpstreamErrorKind::Protocol);
+        return Err(ProxyError::UpstreamUnavailable {
+            kind: UpstreamErrorKind::Protocol,
+        });
+    };
+    let backend = hyper::upgrade::on(&mut upstream);
+    let (mut head, _) = upstream.into_parts();
+    head.version = Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut head.headers);
+    head.headers.insert(header::UPGRADE, protocol);
+    head.headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    head.headers
+        .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
+    let mut resp = Response::from_parts(head, GatewayBody::empty());
+    resp.extensions_mut()
+        .insert(UpstreamUpgrade(Arc::new(parking_lot::Mutex::new(Some(
+            backend,
+        )))));
+    Ok(resp)
+}
+
+/// The backend's side of an upgrade, between [`switch_protocols`] and
+/// [`upgrading`] (extensions must be `Clone`).
+#[derive(Clone)]
+struct UpstreamUpgrade(Arc<parking_lot::Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+
+/// Hands the `101` to its connection with what to do when the upgraded
+/// stream ends: the request is logged and counted then, with the bytes
+/// both ways, as one request.
+fn upgrading(mut resp: Response<GatewayBody>, mut x: Exchange) -> Response<GatewayBody> {
+    let backend = resp
+        .extensions_mut()
+        .remove::<UpstreamUpgrade>()
+        .and_then(|u| u.0.lock().take())
+        .expect("switch_protocols put it there");
+    x.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+    let open = x.metrics.upgrades_open();
+    open.inc();
+    let done = Box::new(move |from_client: u64, to_client: u64| {
+        open.dec();
+        x.bytes_in = Some(from_client);
+        x.bytes_out = to_client;
+        x.finish(true);
+    });
+    resp.extensions_mut()
+        .insert(crate::server::UpgradeSlot::new(crate::server::Upgrade {
+            backend,
+            done: Some(done),
+        }));
+    resp
 }
 
 /// Backends one request may be offered to: the first try, at most 5

@@ -326,8 +326,29 @@ impl UpstreamClient {
         }
     }
 
-    /// A new connection to `backend`, its driver task spawned.
+    /// Sends an upgrade request (WebSocket) on a connection of its own,
+    /// never pooled: after a `101` it belongs to the upgraded stream
+    /// (`hyper::upgrade::on` on the response).
+    pub async fn upgrade(
+        &self,
+        backend: &Backend,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sender = Box::pin(self.open(backend, true)).await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| classify(e.into()))
+    }
+
+    /// A new pooled-style connection to `backend`, its driver task spawned.
     async fn connect(&self, backend: &Backend) -> Result<Sender, UpstreamError> {
+        self.open(backend, false).await
+    }
+
+    /// A new connection to `backend`, its driver task spawned (`upgrades`:
+    /// able to hand its socket over after a `101`).
+    async fn open(&self, backend: &Backend, upgrades: bool) -> Result<Sender, UpstreamError> {
         let origin = Uri::from_parts({
             let mut u = http::uri::Parts::default();
             u.scheme = Some(backend.scheme.clone());
@@ -356,11 +377,19 @@ impl UpstreamClient {
             .handshake(io)
             .await
             .map_err(|e| classify(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
+        if upgrades {
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            });
+        }
         Ok(sender)
     }
 

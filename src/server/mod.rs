@@ -77,6 +77,42 @@ pub trait Service: Send + Sync + 'static {
     ) -> impl Future<Output = Response<GatewayBody>> + Send;
 }
 
+/// What a `101 Switching Protocols` response hands its connection (in the
+/// response's extensions): the backend's side of the upgraded stream, and
+/// what to call when the splice ends.
+pub struct Upgrade {
+    /// Resolves to the backend's socket once its `101` has been read.
+    pub backend: hyper::upgrade::OnUpgrade,
+    /// Called once when the splice ends: bytes from the client, bytes to
+    /// it. If the connection ends before the splice starts, dropping the
+    /// `Upgrade` calls it with zeros.
+    pub done: Option<Box<dyn FnOnce(u64, u64) + Send>>,
+}
+
+impl Upgrade {
+    fn finish(&mut self, from_client: u64, to_client: u64) {
+        if let Some(done) = self.done.take() {
+            done(from_client, to_client);
+        }
+    }
+}
+
+impl Drop for Upgrade {
+    fn drop(&mut self) {
+        self.finish(0, 0);
+    }
+}
+
+/// [`Upgrade`] as a response extension (those must be `Clone`).
+#[derive(Clone)]
+pub struct UpgradeSlot(pub Arc<parking_lot::Mutex<Option<Upgrade>>>);
+
+impl UpgradeSlot {
+    pub fn new(up: Upgrade) -> Self {
+        UpgradeSlot(Arc::new(parking_lot::Mutex::new(Some(up))))
+    }
+}
+
 /// Per-stream HTTP/2 send buffer (see `http_builder`).
 const H2_SEND_BUFFER: usize = 32 * 1024;
 
@@ -115,6 +151,9 @@ pub struct ServerOptions {
     pub connections_open: IntGauge,
     /// `portico_connections_parked{listener}` (see [`idle`]).
     pub connections_parked: IntGauge,
+    /// `limits.upgrade_idle_timeout`: an upgraded connection quiet this
+    /// long both ways is closed.
+    pub upgrade_idle_timeout: Duration,
 }
 
 /// Serves `listener` until `stop` turns true, then stops accepting, asks
@@ -177,6 +216,7 @@ pub async fn serve<S: Service>(
             stop: stop.clone(),
             idle_timeout: opts.idle_timeout,
             header_read_timeout: opts.header_read_timeout,
+            upgrade_idle_timeout: opts.upgrade_idle_timeout,
         };
         tokio::spawn(async move {
             task.run(tcp, conn).await;
@@ -251,6 +291,7 @@ struct Connection<S> {
     stop: watch::Receiver<bool>,
     idle_timeout: Duration,
     header_read_timeout: Duration,
+    upgrade_idle_timeout: Duration,
 }
 
 /// Keeps a gauge (`portico_connections_open`, `portico_connections_parked`)
@@ -371,8 +412,15 @@ impl<S: Service> Connection<S> {
             let active = activity.request_started(!req.body().is_end_stream());
             let responding = activity.responding();
             let conn = conn.clone();
+            let upgrades = activity.clone();
             Box::pin(async move {
-                let resp = service.call(req, conn).await;
+                let mut resp = service.call(req, conn).await;
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(slot) = resp.extensions_mut().remove::<UpgradeSlot>()
+                {
+                    let up = slot.0.lock().take();
+                    *upgrades.inner.upgrade.lock() = up;
+                }
                 drop(active);
                 Ok(resp.map(|inner| TrackedBody {
                     inner,
@@ -403,6 +451,17 @@ impl<S: Service> Connection<S> {
             );
             match self.drive_h1(&mut c, &activity, &conn).await {
                 H1End::Done(r) => {
+                    // A 101 went out: the socket is the upgraded stream's.
+                    let upgrade = activity.inner.upgrade.lock().take();
+                    if r.is_ok()
+                        && let Some(up) = upgrade
+                    {
+                        let parts = c.into_parts();
+                        let client = parts.io.into_inner();
+                        self.splice(client, parts.read_buf, up, &activity, &conn)
+                            .await;
+                        return;
+                    }
                     if r.is_ok() {
                         // What hyper would have done: FIN (TLS: close_notify).
                         let mut io = c.into_parts().io.into_inner();
@@ -425,6 +484,87 @@ impl<S: Service> Connection<S> {
                 return;
             }
         }
+    }
+
+    /// Splices an upgraded client connection with the backend's until
+    /// either side closes, both are quiet for `upgrade_idle_timeout`, or the
+    /// listener stops (the drain delay has passed by then: both sockets are
+    /// closed, without a WebSocket close frame, which would need Portico to
+    /// parse the stream). Reports the bytes each way.
+    async fn splice<I>(
+        &self,
+        client: I,
+        early: Bytes,
+        mut up: Upgrade,
+        activity: &Activity,
+        conn: &ConnInfo,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let backend = match (&mut up.backend).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "upstream upgrade failed");
+                return;
+            }
+        };
+        let mut backend = TokioIo::new(backend);
+        let mut client = idle::Counted::new(client);
+        // Bytes the client sent right behind its upgrade request.
+        if !early.is_empty() && backend.write_all(&early).await.is_err() {
+            up.finish(early.len() as u64, 0);
+            return;
+        }
+        let mut stop = self.stop.clone();
+        let check = (self.upgrade_idle_timeout / 2).max(Duration::from_millis(25));
+        let (mut client_rx, mut client_tx) = tokio::io::split(&mut client);
+        let (mut backend_rx, mut backend_tx) = tokio::io::split(&mut backend);
+        {
+            // Each direction ends with a FIN to its reader; once one has
+            // ended, the other gets SPLICE_LINGER to finish (a close
+            // handshake's last frame), so a peer that never closes its
+            // half cannot hold the connection.
+            let up = async {
+                let _ = tokio::io::copy(&mut client_rx, &mut backend_tx).await;
+                let _ = backend_tx.shutdown().await;
+            };
+            let down = async {
+                let _ = tokio::io::copy(&mut backend_rx, &mut client_tx).await;
+                let _ = client_tx.shutdown().await;
+            };
+            tokio::pin!(up, down);
+            let (mut up_done, mut down_done) = (false, false);
+            let timer = tokio::time::sleep(check);
+            tokio::pin!(timer);
+            let mut linger: Option<Instant> = None;
+            loop {
+                tokio::select! {
+                    _ = &mut up, if !up_done => up_done = true,
+                    _ = &mut down, if !down_done => down_done = true,
+                    _ = wait_true(&mut stop) => break,
+                    _ = &mut timer => {
+                        if activity.idle_for() >= self.upgrade_idle_timeout {
+                            tracing::debug!(peer = %conn.peer, "closing idle upgraded connection");
+                            break;
+                        }
+                        if linger.is_some_and(|t| Instant::now() >= t) {
+                            break;
+                        }
+                        timer.as_mut().reset(Instant::now() + check);
+                    }
+                }
+                if up_done && down_done {
+                    break;
+                }
+                if (up_done || down_done) && linger.is_none() {
+                    let until = Instant::now() + SPLICE_LINGER;
+                    linger = Some(until);
+                    timer.as_mut().reset(until.min(Instant::now() + check));
+                }
+            }
+        }
+        drop((client_rx, client_tx, backend_rx, backend_tx));
+        up.finish(client.read + early.len() as u64, client.written);
     }
 
     /// Waits, holding only the socket, until a parked connection is readable
@@ -554,6 +694,10 @@ impl<S: Service> Connection<S> {
     }
 }
 
+/// Once one direction of an upgraded connection has ended, how long the
+/// other may take to end too.
+const SPLICE_LINGER: Duration = Duration::from_secs(5);
+
 /// How long a finished connection's close (TLS `close_notify`) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -628,6 +772,9 @@ struct ActivityInner {
     parked: AtomicBool,
     /// A write is waiting for the socket: something is still going out.
     write_pending: AtomicBool,
+    /// Set by the handler when its response is a `101`: taken by the
+    /// connection once hyper has written it.
+    upgrade: parking_lot::Mutex<Option<Upgrade>>,
 }
 
 impl Activity {
@@ -646,6 +793,7 @@ impl Activity {
                 park: AtomicBool::new(false),
                 parked: AtomicBool::new(false),
                 write_pending: AtomicBool::new(false),
+                upgrade: parking_lot::Mutex::new(None),
             }),
         }
     }

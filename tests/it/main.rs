@@ -17,4 +17,5 @@ mod routing;
 mod shutdown;
 mod streaming;
 mod tls;
+mod websocket;
 mod workers;

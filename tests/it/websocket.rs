@@ -1,0 +1,293 @@
+//! WebSockets through Portico over HTTP/1.1: a real echo server and client
+//! (tokio-tungstenite) exchange messages of mixed sizes; a close from
+//! either side ends the splice; the connection is one request in the
+//! metrics; a `101` nobody asked for is refused.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::client::{self, get};
+use crate::support::gateway::TestGateway;
+
+/// An echo server: every message comes back; `close-please` makes the
+/// server close the connection itself.
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if matches!(&msg, Message::Text(t) if t.as_str() == "close-please") {
+                        let _ = ws.close(None).await;
+                        // Read until the client's close completes.
+                        while let Some(Ok(_)) = ws.next().await {}
+                        return;
+                    }
+                    let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
+                    if matches!(msg, Message::Close(_)) || (echo && ws.send(msg).await.is_err()) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn upgrades_open(gw: &TestGateway) -> i64 {
+    gw.metrics
+        .upgrades_open
+        .with_label_values(&["*", "/ws"])
+        .get()
+}
+
+fn switched(gw: &TestGateway) -> u64 {
+    gw.metrics
+        .requests
+        .with_label_values(&["*", "/ws", "GET", "101"])
+        .get()
+}
+
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_messages_of_mixed_sizes_go_both_ways_and_a_client_close_ends_it() {
+    let backend = echo_server().await;
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - prefix: /ws\n    backend: http://{backend}\n"
+    ))
+    .await;
+    let url = format!("ws://{}/ws/echo", gw.addr);
+    let (mut ws, resp) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    assert!(resp.headers().contains_key("x-request-id"));
+    wait_for("the upgrade is counted as open", || upgrades_open(&gw) == 1).await;
+    let mut sent_bytes = 0usize;
+    for i in 0..1000usize {
+        // 1 byte to 64 KiB, text and binary.
+        let size = [1, 17, 125, 126, 1000, 65_535, 65_536][i % 7];
+        let msg = if i % 2 == 0 {
+            Message::Text("t".repeat(size).into())
+        } else {
+            Message::Binary(vec![(i % 251) as u8; size].into())
+        };
+        sent_bytes += size;
+        ws.send(msg.clone()).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg, "message {i}");
+    }
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    wait_for("the splice ends after the client's close", || {
+        upgrades_open(&gw) == 0
+    })
+    .await;
+    wait_for("logged and counted once, when it closed", || {
+        switched(&gw) == 1
+    })
+    .await;
+    assert!(sent_bytes > 10_000_000);
+    // And a second WebSocket works as the first did.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::Text("again".into())).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Text("again".into())
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_close_from_the_server_ends_the_splice() {
+    let backend = echo_server().await;
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - prefix: /ws\n    backend: http://{backend}\n"
+    ))
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/x", gw.addr))
+        .await
+        .unwrap();
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Text("hello".into())
+    );
+    ws.send(Message::Text("close-please".into())).await.unwrap();
+    // The server's close frame arrives, then the stream ends.
+    let mut saw_close = false;
+    while let Some(Ok(m)) = ws.next().await {
+        saw_close |= matches!(m, Message::Close(_));
+    }
+    assert!(saw_close, "the server's close frame came through");
+    // The client keeps its socket open: the splice still ends, at most
+    // the linger after the server's side did.
+    wait_for("the splice ends after the server's close", || {
+        upgrades_open(&gw) == 0
+    })
+    .await;
+    assert_eq!(switched(&gw), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_101_nobody_asked_for_is_refused() {
+    // A backend that switches protocols whatever it is asked.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nSMUGGLED")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            });
+        }
+    });
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - prefix: /ws\n    backend: http://{addr}\n"
+    ))
+    .await;
+    let r = get(gw.addr, "/ws/plain").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(!r.text().contains("SMUGGLED"));
+    // Over a raw socket too: the client never sees the backend's bytes.
+    let text = client::raw(
+        gw.addr,
+        b"GET /ws/raw HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(!text.contains("SMUGGLED"));
+    assert_eq!(upgrades_open(&gw), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn upgrade_headers_go_upstream_only_for_an_upgrade_request() {
+    // A backend that reports the request head it got.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                let body = format!(
+                    "upgrade={} connection-upgrade={}",
+                    head.contains("\r\nupgrade:"),
+                    head.contains("\r\nconnection: upgrade")
+                );
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - prefix: /ws\n    backend: http://{addr}\n"
+    ))
+    .await;
+    // An Upgrade header without Connection: upgrade is not an upgrade.
+    let text = client::raw(
+        gw.addr,
+        b"GET /ws/a HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        text.ends_with("upgrade=false connection-upgrade=false"),
+        "{text}"
+    );
+    // An upgrade request the backend declines (200): passed on as it is.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws/b HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with("upgrade=true connection-upgrade=true"),
+        "{text}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_websocket_is_closed_at_the_upgrade_idle_timeout_and_drain_closes_the_rest() {
+    let backend = echo_server().await;
+    let routes = format!("routes:\n  - prefix: /ws\n    backend: http://{backend}\n");
+    let gw = TestGateway::start_with(&routes, "limits:\n  upgrade_idle_timeout: 400ms\n").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/idle", gw.addr))
+        .await
+        .unwrap();
+    ws.send(Message::Text("once".into())).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Text("once".into())
+    );
+    // Quiet both ways: closed after about the timeout.
+    let started = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "closed by the idle timeout");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    wait_for("counted closed", || upgrades_open(&gw) == 0).await;
+    gw.shutdown().await;
+
+    // Drain: open upgraded connections are closed when the listeners stop.
+    let mut gw = TestGateway::start(&routes).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/drain", gw.addr))
+        .await
+        .unwrap();
+    ws.send(Message::Text("hi".into())).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Text("hi".into())
+    );
+    gw.begin_shutdown();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "closed on drain");
+    gw.shutdown().await;
+}
