@@ -62,7 +62,7 @@ pub fn continue_or_start(headers: &mut HeaderMap) -> TraceContext {
         None => {
             headers.remove(&TRACESTATE);
             TraceContext {
-                trace_id: trace_hex(*uuid::Uuid::new_v4().as_bytes()),
+                trace_id: trace_hex(trace_id()),
                 span_id: span_hex(span_id()),
                 // Started here and recorded in the access log: sampled.
                 flags: *b"01",
@@ -100,6 +100,14 @@ fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
         return None;
     }
     Some((trace.try_into().ok()?, flags.try_into().ok()?))
+}
+
+/// A random trace id (never all zeros: the span half is not).
+fn trace_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&super::endpoints::random().to_be_bytes());
+    id[8..].copy_from_slice(&span_id());
+    id
 }
 
 /// A random, non-zero span id.
