@@ -58,6 +58,42 @@ HZ=$(getconf CLK_TCK)
 # Event loops per proxy under test, the same for nginx, HAProxy and Portico.
 WORKERS=${WORKERS:-2}
 
+# Throwaway certificate: self-signed ECDSA P-256 for localhost and
+# 127.0.0.1, in the work dir only (removed on exit).
+make_cert() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+}
+
+# Portico's route file (/bench → the backend) and portico.yaml: $WORKERS
+# workers, the operator port, no drain delay. $1: the listen lines
+# (indented two spaces); $2: more top-level sections (tls:, limits:).
+write_portico_config() {
+    cat > "$work/routes.yaml" <<CONF
+routes:
+  - prefix: /bench
+    backend: http://127.0.0.1:$BACKEND
+CONF
+    cat > "$work/portico.yaml" <<CONF
+workers: $WORKERS
+listen:
+$1
+${2:-}
+operator:
+  listen: 127.0.0.1:$OPERATOR
+routes_file: $work/routes.yaml
+shutdown:
+  drain_delay: 0s
+CONF
+}
+
+# The tls: section for the certificate of make_cert.
+TLS_SECTION="tls:
+  certificates:
+    - cert: $work/cert.pem
+      key: $work/key.pem"
+
 # nginx as the proxy under test: $WORKERS workers, keep-alive upstream to the
 # backend, the access log above. $1: the listen line and any server-level
 # directives; $2: more locations; $3: more proxy_set_header lines.

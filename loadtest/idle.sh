@@ -23,23 +23,8 @@ ulimit -n "$(ulimit -Hn)"
 
 . loadtest/common.sh
 
-cat > "$work/routes.yaml" <<CONF
-routes:
-  - prefix: /bench
-    backend: http://127.0.0.1:$BACKEND
-CONF
-cat > "$work/portico.yaml" <<CONF
-workers: $WORKERS
-listen:
-  http: 127.0.0.1:$PORTICO
-limits:
-  max_connections: $((CLIENTS + 1000))
-operator:
-  listen: 127.0.0.1:$OPERATOR
-routes_file: $work/routes.yaml
-shutdown:
-  drain_delay: 0s
-CONF
+write_portico_config "  http: 127.0.0.1:$PORTICO" "limits:
+  max_connections: $((CLIENTS + 1000))"
 
 start_backend
 start_nginx_proxy "listen 127.0.0.1:$NGINX;"

@@ -50,32 +50,10 @@ fi
 . loadtest/common.sh
 NGINX_TLS=$(free_port); HAPROXY_TLS=$(free_port); PORTICO_TLS=$(free_port)
 
-# Throwaway certificate: self-signed ECDSA P-256, in the work dir only.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+make_cert
 cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
-
-cat > "$work/routes.yaml" <<CONF
-routes:
-  - prefix: /bench
-    backend: http://127.0.0.1:$BACKEND
-CONF
-cat > "$work/portico.yaml" <<CONF
-workers: $WORKERS
-listen:
-  http: 127.0.0.1:$PORTICO
-  https: 127.0.0.1:$PORTICO_TLS
-tls:
-  certificates:
-    - cert: $work/cert.pem
-      key: $work/key.pem
-operator:
-  listen: 127.0.0.1:$OPERATOR
-routes_file: $work/routes.yaml
-shutdown:
-  drain_delay: 0s
-CONF
+write_portico_config "  http: 127.0.0.1:$PORTICO
+  https: 127.0.0.1:$PORTICO_TLS" "$TLS_SECTION"
 
 start_backend
 start_nginx_proxy "listen 127.0.0.1:$NGINX;

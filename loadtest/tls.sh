@@ -42,30 +42,8 @@ done
 
 . loadtest/common.sh
 
-# Throwaway certificate: self-signed ECDSA P-256 for localhost and 127.0.0.1.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-
-cat > "$work/routes.yaml" <<CONF
-routes:
-  - prefix: /bench
-    backend: http://127.0.0.1:$BACKEND
-CONF
-cat > "$work/portico.yaml" <<CONF
-workers: $WORKERS
-listen:
-  https: 127.0.0.1:$PORTICO
-tls:
-  certificates:
-    - cert: $work/cert.pem
-      key: $work/key.pem
-operator:
-  listen: 127.0.0.1:$OPERATOR
-routes_file: $work/routes.yaml
-shutdown:
-  drain_delay: 0s
-CONF
+make_cert
+write_portico_config "  https: 127.0.0.1:$PORTICO" "$TLS_SECTION"
 
 # The wrk shim: forget the session before SSL_clear so reconnects never offer
 # resumption (see the header). Built only when RESUME=0.

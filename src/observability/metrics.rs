@@ -33,6 +33,17 @@ pub const CIRCUIT_OPEN_TOTAL: &str = "portico_circuit_open_total";
 pub const DNS_REFRESH_TOTAL: &str = "portico_dns_refresh_total";
 pub const UPGRADES_OPEN: &str = "portico_upgrades_open";
 
+/// A labelled counter family (the names and labels are constants, so this
+/// cannot fail).
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+/// A labelled gauge family.
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
 /// The `route` label for requests that matched no route (404s, 400s, ...).
 pub const NO_ROUTE: &str = "none";
 
@@ -129,14 +140,11 @@ impl Metrics {
     /// duplicate name, which would be a programming error caught by tests.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                REQUESTS_TOTAL,
-                "Requests answered, by host rule, route, method and status.",
-            ),
+        let requests = counter_vec(
+            REQUESTS_TOTAL,
+            "Requests answered, by host rule, route, method and status.",
             &["host", "route", "method", "status"],
-        )
-        .expect("valid metric");
+        );
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 REQUEST_DURATION_SECONDS,
@@ -146,34 +154,28 @@ impl Metrics {
             &["host", "route"],
         )
         .expect("valid metric");
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                UPSTREAM_ERRORS_TOTAL,
-                "Failed upstream exchanges, by host rule, route and kind.",
-            ),
+        let upstream_errors = counter_vec(
+            UPSTREAM_ERRORS_TOTAL,
+            "Failed upstream exchanges, by host rule, route and kind.",
             &["host", "route", "kind"],
-        )
-        .expect("valid metric");
+        );
         let inflight = IntGauge::new(INFLIGHT_REQUESTS, "Requests being proxied right now.")
             .expect("valid metric");
-        let connections_open = IntGaugeVec::new(
-            Opts::new(CONNECTIONS_OPEN, "Open client connections, by listener."),
+        let connections_open = gauge_vec(
+            CONNECTIONS_OPEN,
+            "Open client connections, by listener.",
             &["listener"],
-        )
-        .expect("valid metric");
-        let connections_parked = IntGaugeVec::new(
-            Opts::new(
-                CONNECTIONS_PARKED,
-                "Open HTTP/1.1 connections idle between requests with their buffers released, by listener.",
-            ),
+        );
+        let connections_parked = gauge_vec(
+            CONNECTIONS_PARKED,
+            "Open HTTP/1.1 connections idle between requests with their buffers released, by listener.",
             &["listener"],
-        )
-        .expect("valid metric");
-        let config_reloads = IntCounterVec::new(
-            Opts::new(CONFIG_RELOADS_TOTAL, "Route file reloads, by result."),
+        );
+        let config_reloads = counter_vec(
+            CONFIG_RELOADS_TOTAL,
+            "Route file reloads, by result.",
             &["result"],
-        )
-        .expect("valid metric");
+        );
         let config_generation = IntGauge::new(
             CONFIG_GENERATION,
             "Generation of the route table in use; increases on every successful load.",
@@ -189,75 +191,51 @@ impl Metrics {
             "Log lines dropped because the log writer could not keep up.",
         )
         .expect("valid metric");
-        let worker_connections = IntCounterVec::new(
-            Opts::new(
-                WORKER_CONNECTIONS_TOTAL,
-                "Public connections accepted, by worker (event loop).",
-            ),
+        let worker_connections = counter_vec(
+            WORKER_CONNECTIONS_TOTAL,
+            "Public connections accepted, by worker (event loop).",
             &["worker"],
-        )
-        .expect("valid metric");
-        let upstream_endpoints = IntGaugeVec::new(
-            Opts::new(
-                UPSTREAM_ENDPOINTS,
-                "Backends of routes with more than one, by state (healthy, ejected); set at scrape time.",
-            ),
+        );
+        let upstream_endpoints = gauge_vec(
+            UPSTREAM_ENDPOINTS,
+            "Backends of routes with more than one, by state (healthy, ejected); set at scrape time.",
             &["host", "route", "state"],
-        )
-        .expect("valid metric");
-        let upstream_retries = IntCounterVec::new(
-            Opts::new(
-                UPSTREAM_RETRIES_TOTAL,
-                "Requests tried again on another backend, by reason (connect, reset, status).",
-            ),
+        );
+        let upstream_retries = counter_vec(
+            UPSTREAM_RETRIES_TOTAL,
+            "Requests tried again on another backend, by reason (connect, reset, status).",
             &["host", "route", "reason"],
-        )
-        .expect("valid metric");
-        let retry_budget_exhausted = IntCounterVec::new(
-            Opts::new(
-                UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
-                "Retries not made because the route's retry budget was spent.",
-            ),
+        );
+        let retry_budget_exhausted = counter_vec(
+            UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
+            "Retries not made because the route's retry budget was spent.",
             &["host", "route"],
-        )
-        .expect("valid metric");
-        let upstream_ejections = IntCounterVec::new(
-            Opts::new(
-                UPSTREAM_EJECTIONS_TOTAL,
-                "Backends ejected for failing in a row (passive outlier ejection).",
-            ),
+        );
+        let upstream_ejections = counter_vec(
+            UPSTREAM_EJECTIONS_TOTAL,
+            "Backends ejected for failing in a row (passive outlier ejection).",
             &["host", "route"],
-        )
-        .expect("valid metric");
-        let circuit_open = IntCounterVec::new(
-            Opts::new(
-                CIRCUIT_OPEN_TOTAL,
-                "Requests a backend's circuit breaker turned away, by the limit reached (max_connections, max_pending).",
-            ),
+        );
+        let circuit_open = counter_vec(
+            CIRCUIT_OPEN_TOTAL,
+            "Requests a backend's circuit breaker turned away, by the limit reached (max_connections, max_pending).",
             &["host", "route", "limit"],
-        )
-        .expect("valid metric");
-        let dns_refresh = IntCounterVec::new(
-            Opts::new(
-                DNS_REFRESH_TOTAL,
-                "DNS lookups of routes with discovery: dns, by result (changed, unchanged, empty, failure).",
-            ),
+        );
+        let dns_refresh = counter_vec(
+            DNS_REFRESH_TOTAL,
+            "DNS lookups of routes with discovery: dns, by result (changed, unchanged, empty, failure).",
             &["host", "route", "result"],
-        )
-        .expect("valid metric");
-        let upgrades_open = IntGaugeVec::new(
-            Opts::new(
-                UPGRADES_OPEN,
-                "Upgraded connections (WebSocket) being spliced right now.",
-            ),
+        );
+        let upgrades_open = gauge_vec(
+            UPGRADES_OPEN,
+            "Upgraded connections (WebSocket) being spliced right now.",
             &["host", "route"],
-        )
-        .expect("valid metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new(BUILD_INFO, "Build information; the value is always 1."),
+        );
+        let build_info = gauge_vec(
+            BUILD_INFO,
+            "Build information; the value is always 1.",
             &["version"],
-        )
-        .expect("valid metric");
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -421,36 +399,40 @@ impl RouteMetrics {
         self.inner.upstream_errors[idx].inc();
     }
 
+    /// `family{host, route, extra}` for this route: the resilience series,
+    /// resolved on first use (they are rare, and a large table should not
+    /// pay for them at build).
+    fn labelled(&self, family: &IntCounterVec, extra: Option<&str>) -> IntCounter {
+        let i = &*self.inner;
+        match extra {
+            Some(x) => family.with_label_values(&[i.host.as_str(), i.route.as_str(), x]),
+            None => family.with_label_values(&[i.host.as_str(), i.route.as_str()]),
+        }
+    }
+
     /// Counts a retry (`reason`: connect, reset, status).
     pub fn retried(&self, reason: &str) {
-        let i = &*self.inner;
-        i.retries
-            .with_label_values(&[i.host.as_str(), i.route.as_str(), reason])
-            .inc();
+        self.labelled(&self.inner.retries, Some(reason)).inc();
     }
 
     /// Counts a retry the budget refused.
     pub fn retry_refused(&self) {
-        let i = &*self.inner;
-        i.budget_exhausted
-            .with_label_values(&[i.host.as_str(), i.route.as_str()])
-            .inc();
+        self.labelled(&self.inner.budget_exhausted, None).inc();
     }
 
     /// Counts a request a backend's circuit breaker turned away.
     pub fn circuit_open(&self, limit: &str) {
-        let i = &*self.inner;
-        i.circuit_open
-            .with_label_values(&[i.host.as_str(), i.route.as_str(), limit])
-            .inc();
+        self.labelled(&self.inner.circuit_open, Some(limit)).inc();
     }
 
     /// Counts a DNS lookup of the route's backends.
     pub fn dns_refresh(&self, result: &str) {
-        let i = &*self.inner;
-        i.dns_refresh
-            .with_label_values(&[i.host.as_str(), i.route.as_str(), result])
-            .inc();
+        self.labelled(&self.inner.dns_refresh, Some(result)).inc();
+    }
+
+    /// Counts a backend ejection.
+    pub fn ejected(&self) {
+        self.labelled(&self.inner.ejections, None).inc();
     }
 
     /// `portico_upgrades_open` for the route.
@@ -458,14 +440,6 @@ impl RouteMetrics {
         let i = &*self.inner;
         i.upgrades_open
             .with_label_values(&[i.host.as_str(), i.route.as_str()])
-    }
-
-    /// Counts a backend ejection.
-    pub fn ejected(&self) {
-        let i = &*self.inner;
-        i.ejections
-            .with_label_values(&[i.host.as_str(), i.route.as_str()])
-            .inc();
     }
 
     pub fn route(&self) -> &str {
