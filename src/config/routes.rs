@@ -268,6 +268,8 @@ pub struct InvalidHost(String);
 pub struct BackendUrl {
     /// `https://`: connect with TLS, SNI = `host`.
     pub tls: bool,
+    /// `h2c://`: HTTP/2 with prior knowledge over plain TCP (gRPC).
+    pub h2: bool,
     /// `host:port` with the port always explicit, computed once here so the
     /// proxy never builds it per request.
     pub authority: Authority,
@@ -279,7 +281,11 @@ pub struct BackendUrl {
 impl BackendUrl {
     /// `"http"` or `"https"`.
     pub fn scheme(&self) -> &'static str {
-        if self.tls { "https" } else { "http" }
+        match (self.tls, self.h2) {
+            (true, _) => "https",
+            (false, true) => "h2c",
+            (false, false) => "http",
+        }
     }
 }
 
@@ -297,7 +303,8 @@ pub struct InvalidBackendUrl(String);
 impl FromStr for BackendUrl {
     type Err = InvalidBackendUrl;
 
-    /// `http://host[:port][/]` or `https://host[:port][/]`.
+    /// `http://host[:port][/]`, `https://host[:port][/]` or
+    /// `h2c://host[:port][/]` (HTTP/2 with prior knowledge, port 80 by default).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let fail = |message: String| Err(InvalidBackendUrl(message));
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -315,10 +322,13 @@ impl FromStr for BackendUrl {
                     .into(),
             );
         };
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            Some(other) => return fail(format!("scheme must be http or https, got {other:?}")),
+        let (tls, h2) = match uri.scheme_str() {
+            Some("http") => (false, false),
+            Some("https") => (true, false),
+            Some("h2c") => (false, true),
+            Some(other) => {
+                return fail(format!("scheme must be http, https or h2c, got {other:?}"));
+            }
             None if uri.authority().is_some() => {
                 return fail(format!(
                     "needs a scheme: write \"http://{s}\" (or https://)"
@@ -385,6 +395,7 @@ impl FromStr for BackendUrl {
             .to_string();
         Ok(BackendUrl {
             tls,
+            h2,
             authority,
             host,
             port,

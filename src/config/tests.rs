@@ -652,7 +652,10 @@ fn backend_urls() {
         );
     }
     let invalid = [
-        ("ftp://billing", "scheme must be http or https, got \"ftp\""),
+        (
+            "ftp://billing",
+            "scheme must be http, https or h2c, got \"ftp\"",
+        ),
         (
             "billing:8080",
             "needs a scheme: write \"http://billing:8080\"",
@@ -739,7 +742,7 @@ fn route_errors_point_at_the_problem() {
             format!("{HEAD}    backends:\n      - http://a\n      - ftp://b\n"),
             5,
             9,
-            "route \"/billing\": backends[1]: \"ftp://b\" scheme must be http or https",
+            "route \"/billing\": backends[1]: \"ftp://b\" scheme must be http, https or h2c",
         ),
         (format!("{HEAD}    backend: billing:8080\n"), 3, 14, "route \"/billing\": backend: \"billing:8080\" needs a scheme"),
         (format!("{HEAD}    backend: http://billing:8080/api\n"), 3, 14, "must not have a path (\"/api\")"),
@@ -833,7 +836,7 @@ routes:
     assert!(
         got[2]
             .2
-            .contains("route \"/c\": backend: \"ftp://c\" scheme must be http or https")
+            .contains("route \"/c\": backend: \"ftp://c\" scheme must be http, https or h2c")
     );
 }
 

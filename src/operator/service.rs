@@ -212,7 +212,11 @@ impl Operator {
                     .map(|e| {
                         let out = e.ejected_for();
                         json!({
-                            "backend": format!("{}://{}", e.backend.scheme, e.backend.authority),
+                            "backend": format!(
+                                "{}://{}",
+                                if e.backend.h2 { "h2c" } else { e.backend.scheme.as_str() },
+                                e.backend.authority
+                            ),
                             "state": if out.is_some() { "ejected" } else { "healthy" },
                             "inflight": e.inflight(),
                             "pending": e.pending(),

@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod endpoints;
 pub mod error;
 pub mod exchange;
+pub mod grpc;
 pub mod headers;
 pub mod limits;
 pub mod request_id;
@@ -96,6 +97,10 @@ impl Gateway {
             parts.headers.get(header::USER_AGENT).cloned(),
         );
         x.trace = Some(trace);
+        let grpc = grpc::is_grpc(&parts.headers);
+        // Portico's own failure of a gRPC call is answered in gRPC's terms;
+        // logs and metrics keep the HTTP status it stands for.
+        let mut logged_status = None;
         let mut resp = match self.proxy(&mut x, parts, body, conn).await {
             Ok(upstream) if upstream.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 match switch_protocols(&mut x, upstream, &request_id) {
@@ -114,9 +119,14 @@ impl Gateway {
                     .insert(request_id::X_REQUEST_ID.clone(), request_id);
                 Response::from_parts(head, GatewayBody::upstream(body))
             }
+            Err(e) if grpc => {
+                let status = e.status_and_code().0;
+                logged_status = Some(status);
+                grpc::response(status, &e.to_string(), &request_id)
+            }
             Err(e) => e.into_response(&request_id),
         };
-        x.status = resp.status().as_u16();
+        x.status = logged_status.unwrap_or(resp.status()).as_u16();
         resp.body_mut().attach(x);
         resp
     }
@@ -203,7 +213,22 @@ impl Gateway {
         // An HTTP/1.1 upgrade (WebSocket): `Upgrade` and `Connection:
         // upgrade` go upstream for it, and only for it.
         let upgrade = headers::upgrade_requested(&parts);
+        // gRPC servers want `te: trailers`, hop-by-hop as it is: kept for
+        // HTTP/2 backends when the client sent it.
+        let te_trailers = parts.headers.get(header::TE).is_some_and(|v| {
+            v.as_bytes()
+                .windows(8)
+                .any(|w| w.eq_ignore_ascii_case(b"trailers"))
+        });
+        // A gRPC deadline from the client, capped by the route's timeout.
+        let deadline =
+            grpc::timeout(&parts.headers).map_or(route.timeout, |t| t.min(route.timeout));
         headers::strip_hop_by_hop(&mut parts.headers);
+        if te_trailers && route.spec.backends.iter().any(|b| b.h2) {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(protocol) = &upgrade {
             parts.headers.insert(header::UPGRADE, protocol.clone());
             parts
@@ -259,11 +284,8 @@ impl Gateway {
         let req = Request::from_parts(parts, body);
 
         let mut last = None;
-        let result = tokio::time::timeout(
-            route.timeout,
-            self.exchange(&route, x, req, replay, &mut last),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(deadline, self.exchange(&route, x, req, replay, &mut last)).await;
         match result {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(UpstreamError::Failed { kind, source })) => {
@@ -296,10 +318,10 @@ impl Gateway {
                     route = %route.spec.name(),
                     upstream = %x.upstream.as_deref().unwrap_or_default(),
                     tries = x.tries,
-                    timeout_ms = route.timeout.as_millis() as u64,
+                    timeout_ms = deadline.as_millis() as u64,
                     "upstream timeout"
                 );
-                Err(ProxyError::UpstreamTimeout(route.timeout))
+                Err(ProxyError::UpstreamTimeout(deadline))
             }
         }
     }
@@ -354,6 +376,8 @@ impl Gateway {
                         error,
                         unsent: None,
                     })
+            } else if endpoint.backend.h2 {
+                up.client.send_h2(&endpoint.backend, req).await
             } else {
                 up.client.send(&endpoint.backend, req).await
             };

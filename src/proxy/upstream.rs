@@ -95,6 +95,11 @@ pub struct UpstreamClient {
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<RequestBody>;
+type H2Sender = hyper::client::conn::http2::SendRequest<RequestBody>;
+/// One backend's HTTP/2 connection on one shard. An async lock, so that
+/// requests arriving while it is being opened wait for it instead of each
+/// opening their own.
+type H2Slot = Arc<tokio::sync::Mutex<Option<H2Sender>>>;
 
 /// `(https?, host:port)`: which connections can carry a request.
 type PoolKey = (bool, Authority);
@@ -122,6 +127,9 @@ const SHARDS: usize = 64;
 struct Pool {
     connector: HttpsConnector<HttpConnector>,
     idle: Box<[Shard]>,
+    /// HTTP/2 (`h2c://`) connections, one per backend per shard: requests
+    /// are multiplexed on it (as many streams as the backend allows).
+    h2: Box<[Mutex<HashMap<Authority, H2Slot>>]>,
     idle_timeout: Duration,
 }
 
@@ -271,6 +279,7 @@ impl UpstreamClient {
         let pool = Arc::new(Pool {
             connector,
             idle: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            h2: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             idle_timeout: timeouts.idle,
         });
         Pool::spawn_sweeper(&pool);
@@ -324,6 +333,115 @@ impl UpstreamClient {
                 })
             }
         }
+    }
+
+    /// Sends one request to an `h2c://` backend, multiplexed on this
+    /// worker's HTTP/2 connection to it (opened when there is none or it
+    /// closed). The URI may be origin-form; `:scheme` and `:authority` come
+    /// from the backend.
+    pub async fn send_h2(
+        &self,
+        backend: &Backend,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let (mut parts, body) = req.into_parts();
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.uri = Uri::from_parts({
+            let mut u = http::uri::Parts::default();
+            u.scheme = Some(Scheme::HTTP);
+            u.authority = Some(backend.authority.clone());
+            u.path_and_query = Some(pq);
+            u
+        })
+        .expect("scheme, authority and path make a URI");
+        parts.version = http::Version::HTTP_2;
+        let req = Request::from_parts(parts, body);
+        let slot: H2Slot = self.pool.h2[crate::server::worker::current() % SHARDS]
+            .lock()
+            .entry(backend.authority.clone())
+            .or_default()
+            .clone();
+        let mut sender = {
+            let mut current = slot.lock().await;
+            match current.as_ref().filter(|s| !s.is_closed()) {
+                Some(s) => s.clone(),
+                None => match Box::pin(self.open_h2(backend)).await {
+                    Ok(s) => {
+                        *current = Some(s.clone());
+                        s
+                    }
+                    Err(error) => {
+                        *current = None;
+                        return Err(SendError {
+                            error,
+                            unsent: Some(req),
+                        });
+                    }
+                },
+            }
+        };
+        if let Err(e) = sender.ready().await {
+            *slot.lock().await = None;
+            return Err(SendError {
+                error: classify(e.into()),
+                unsent: Some(req),
+            });
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => {
+                let unsent = e.take_message();
+                if sender.is_closed() {
+                    *slot.lock().await = None;
+                }
+                Err(SendError {
+                    error: classify(e.into_error().into()),
+                    unsent,
+                })
+            }
+        }
+    }
+
+    /// A new HTTP/2 connection (prior knowledge) to `backend`, with
+    /// keep-alive PINGs to find a dead one; its driver task spawned.
+    async fn open_h2(&self, backend: &Backend) -> Result<H2Sender, UpstreamError> {
+        let origin = Uri::from_parts({
+            let mut u = http::uri::Parts::default();
+            u.scheme = Some(Scheme::HTTP);
+            u.authority = Some(backend.authority.clone());
+            u.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+            u
+        })
+        .map_err(|e| UpstreamError::Failed {
+            kind: UpstreamErrorKind::Connect,
+            source: e.into(),
+        })?;
+        let mut connector = self.pool.connector.clone();
+        let io = tower_service::Service::call(&mut connector, origin)
+            .await
+            .map_err(|e| UpstreamError::Failed {
+                kind: UpstreamErrorKind::Connect,
+                source: e,
+            })?;
+        let (sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true)
+                .handshake(io)
+                .await
+                .map_err(|e| classify(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     /// Sends an upgrade request (WebSocket) on a connection of its own,
@@ -399,6 +517,11 @@ impl UpstreamClient {
         for shard in self.pool.idle.iter() {
             shard.lock().remove(&key);
         }
+        if backend.h2 {
+            for shard in self.pool.h2.iter() {
+                shard.lock().remove(&backend.authority);
+            }
+        }
     }
 
     /// Returns the sender to the pool; it becomes eligible again once its
@@ -450,6 +573,8 @@ fn classify(err: BoxError) -> UpstreamError {
 #[derive(Debug)]
 pub struct Backend {
     pub scheme: Scheme,
+    /// `h2c://`: HTTP/2 with prior knowledge.
+    pub h2: bool,
     pub authority: Authority,
     /// `host:port`, as shown in access logs.
     pub label: Arc<str>,
@@ -462,6 +587,7 @@ impl Backend {
         let text = addr.to_string();
         Backend {
             scheme: if url.tls { Scheme::HTTPS } else { Scheme::HTTP },
+            h2: url.h2,
             authority: Authority::try_from(text.as_str()).unwrap_or_else(|_| url.authority.clone()),
             label: Arc::from(text),
         }
@@ -472,6 +598,7 @@ impl From<&BackendUrl> for Backend {
     fn from(url: &BackendUrl) -> Self {
         Backend {
             scheme: if url.tls { Scheme::HTTPS } else { Scheme::HTTP },
+            h2: url.h2,
             authority: url.authority.clone(),
             label: Arc::from(url.authority.as_str()),
         }

@@ -1,0 +1,203 @@
+//! HTTP/2 to backends (`h2c://`) and gRPC at the edge: trailers pass end
+//! to end, requests share one multiplexed connection, `te: trailers`
+//! reaches the backend, `grpc-timeout` is the deadline, and Portico's own
+//! failures of a gRPC call are gRPC statuses.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::support::client::h2c;
+use crate::support::gateway::TestGateway;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// An HTTP/2-only backend (prior knowledge) answering like a gRPC server:
+/// `grpc-status: 0` in trailers, the request's `te` echoed in a header, a
+/// delay from the path (`/slow`). Counts connections.
+async fn h2_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let te = req.headers().get("te").cloned();
+                    let slow = req.uri().path().ends_with("/slow");
+                    let version = req.version();
+                    let _ = req.into_body().collect().await;
+                    if slow {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    trailers.insert("grpc-message", "fine".parse().unwrap());
+                    let frames = vec![
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"\0\0\0\0\x05hello"))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    let body: Body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+                    let mut resp = Response::new(body);
+                    resp.headers_mut()
+                        .insert("content-type", "application/grpc".parse().unwrap());
+                    resp.headers_mut()
+                        .insert("x-seen-te", te.unwrap_or_else(|| "none".parse().unwrap()));
+                    resp.headers_mut()
+                        .insert("x-seen-version", format!("{version:?}").parse().unwrap());
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+fn grpc_request(url: &str, timeout: Option<&str>) -> Request<Full<Bytes>> {
+    let mut b = Request::post(url)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = timeout {
+        b = b.header("grpc-timeout", t);
+    }
+    b.body(Full::new(Bytes::from_static(b"\0\0\0\0\x02hi")))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn trailers_pass_end_to_end_over_one_multiplexed_h2c_connection() {
+    let (backend, connections) = h2_backend().await;
+    let gw = TestGateway::start_with(
+        &format!("routes:\n  - prefix: /billing.v1.Reports\n    backend: h2c://{backend}\n"),
+        "workers: 1\n",
+    )
+    .await;
+    let client = h2c();
+    let url = format!("http://{}/billing.v1.Reports/Get", gw.addr);
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move { client.request(grpc_request(&url, None)).await.unwrap() })
+        })
+        .collect();
+    for call in calls {
+        let resp = call.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["x-seen-te"],
+            "trailers",
+            "te: trailers reaches the backend"
+        );
+        assert_eq!(resp.headers()["x-seen-version"], "HTTP/2.0");
+        let body = resp.into_body().collect().await.unwrap();
+        let trailers = body.trailers().cloned().expect("trailers came through");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["grpc-message"], "fine");
+        assert_eq!(&body.to_bytes()[..], b"\0\0\0\0\x05hello");
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "20 calls on one connection"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn portico_failures_of_grpc_calls_are_grpc_statuses() {
+    let (slow, _) = h2_backend().await;
+    let down = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - prefix: /down.v1.S\n    backend: h2c://{down}\n  - prefix: /slow.v1.S\n    backend: h2c://{slow}\n"
+    ))
+    .await;
+    let client = h2c();
+    let call = |path: &str, timeout: Option<&str>| {
+        let req = grpc_request(&format!("http://{}{path}", gw.addr), timeout);
+        let client = client.clone();
+        async move { client.request(req).await.unwrap() }
+    };
+    // Nothing listens: UNAVAILABLE, trailers-only (no body), with the id.
+    let resp = call("/down.v1.S/M", None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["grpc-status"], "14");
+    assert!(resp.headers().contains_key("grpc-message"));
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert!(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+    // No route: UNIMPLEMENTED.
+    assert_eq!(
+        call("/nothing.v1.S/M", None).await.headers()["grpc-status"],
+        "12"
+    );
+    // grpc-timeout shorter than the backend: DEADLINE_EXCEEDED, at the deadline.
+    let started = Instant::now();
+    let resp = call("/slow.v1.S/slow", Some("300m")).await;
+    assert_eq!(resp.headers()["grpc-status"], "4");
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "the client's deadline, not the backend's 2 s"
+    );
+    // Logs and metrics keep the HTTP status the failure stands for.
+    let errors = gw
+        .metrics
+        .requests
+        .with_label_values(&["*", "/down.v1.S", "POST", "502"])
+        .get();
+    assert_eq!(errors, 1);
+    // A plain (non-gRPC) request still gets the JSON error.
+    let plain = client
+        .request(
+            Request::get(format!("http://{}/down.v1.S/M", gw.addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 502);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn h2c_backend_urls_are_checked() {
+    let ok = portico::config::parse_route_file(
+        std::path::Path::new("r.yaml"),
+        "routes:\n  - prefix: /g\n    backend: h2c://grpc.svc:50051\n",
+    )
+    .unwrap();
+    let b = &ok.routes[0].backends[0];
+    assert!(b.h2 && !b.tls);
+    assert_eq!(b.to_string(), "h2c://grpc.svc:50051");
+    let dflt = portico::config::parse_route_file(
+        std::path::Path::new("r.yaml"),
+        "routes:\n  - prefix: /g\n    backend: h2c://grpc.svc\n",
+    )
+    .unwrap();
+    assert_eq!(dflt.routes[0].backends[0].port, 80);
+}
