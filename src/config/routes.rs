@@ -421,6 +421,7 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "circuit_breaker",
     "discovery",
     "dns_refresh",
+    "http2",
 ];
 
 /// How often `discovery: dns` resolves a route's backends again.
@@ -589,7 +590,23 @@ fn route(
         seen.insert(key, item.pos.line);
     }
 
-    let backends = backends(c, &m, &label);
+    let mut backends = backends(c, &m, &label);
+    // `http2: true`: the https backends speak HTTP/2 (ALPN h2).
+    if let Some(node) = m.get("http2") {
+        let name = format!("{label}: http2");
+        match (c.boolean(node, &name), backends.as_mut()) {
+            (Some(true), Some(list)) => {
+                if let Some(plain) = list.iter().find(|b| !b.tls) {
+                    c.error(node.pos, format!("{name}: applies to https:// backends; {plain} is not one (h2c:// speaks HTTP/2 without TLS)"));
+                    backends = None;
+                } else {
+                    list.iter_mut().for_each(|b| b.h2 = true);
+                }
+            }
+            (None, _) => backends = None,
+            _ => {}
+        }
+    }
     let strip_prefix = match m.get("strip_prefix") {
         Some(node) => c.boolean(node, &format!("{label}: strip_prefix")),
         None => Some(false),

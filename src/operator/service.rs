@@ -214,7 +214,10 @@ impl Operator {
                         json!({
                             "backend": format!(
                                 "{}://{}",
-                                if e.backend.h2 { "h2c" } else { e.backend.scheme.as_str() },
+                                match (e.backend.scheme.as_str(), e.backend.h2) {
+                                    ("http", true) => "h2c",
+                                    (scheme, _) => scheme,
+                                },
                                 e.backend.authority
                             ),
                             "state": if out.is_some() { "ejected" } else { "healthy" },

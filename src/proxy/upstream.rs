@@ -126,10 +126,12 @@ const SHARDS: usize = 64;
 
 struct Pool {
     connector: HttpsConnector<HttpConnector>,
+    /// For `https://` backends with `http2: true`: TLS offering only `h2`.
+    connector_h2: HttpsConnector<HttpConnector>,
     idle: Box<[Shard]>,
     /// HTTP/2 (`h2c://`) connections, one per backend per shard: requests
     /// are multiplexed on it (as many streams as the backend allows).
-    h2: Box<[Mutex<HashMap<Authority, H2Slot>>]>,
+    h2: Box<[Mutex<HashMap<PoolKey, H2Slot>>]>,
     idle_timeout: Duration,
 }
 
@@ -272,12 +274,18 @@ impl UpstreamClient {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeouts.connect));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1()
+            .wrap_connector(http.clone());
+        let connector_h2 = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http2()
             .wrap_connector(http);
         let pool = Arc::new(Pool {
             connector,
+            connector_h2,
             idle: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             h2: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             idle_timeout: timeouts.idle,
@@ -335,7 +343,8 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends one request to an `h2c://` backend, multiplexed on this
+    /// Sends one request to an HTTP/2 backend (`h2c://`, or `https://`
+    /// with `http2: true`), multiplexed on this
     /// worker's HTTP/2 connection to it (opened when there is none or it
     /// closed). The URI may be origin-form; `:scheme` and `:authority` come
     /// from the backend.
@@ -352,7 +361,7 @@ impl UpstreamClient {
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         parts.uri = Uri::from_parts({
             let mut u = http::uri::Parts::default();
-            u.scheme = Some(Scheme::HTTP);
+            u.scheme = Some(backend.scheme.clone());
             u.authority = Some(backend.authority.clone());
             u.path_and_query = Some(pq);
             u
@@ -360,9 +369,10 @@ impl UpstreamClient {
         .expect("scheme, authority and path make a URI");
         parts.version = http::Version::HTTP_2;
         let req = Request::from_parts(parts, body);
+        let key: PoolKey = (backend.scheme == Scheme::HTTPS, backend.authority.clone());
         let slot: H2Slot = self.pool.h2[crate::server::worker::current() % SHARDS]
             .lock()
-            .entry(backend.authority.clone())
+            .entry(key)
             .or_default()
             .clone();
         let mut sender = {
@@ -406,12 +416,13 @@ impl UpstreamClient {
         }
     }
 
-    /// A new HTTP/2 connection (prior knowledge) to `backend`, with
-    /// keep-alive PINGs to find a dead one; its driver task spawned.
+    /// A new HTTP/2 connection to `backend` (prior knowledge, or TLS with
+    /// ALPN `h2`), with keep-alive PINGs to find a dead one; its driver
+    /// task spawned.
     async fn open_h2(&self, backend: &Backend) -> Result<H2Sender, UpstreamError> {
         let origin = Uri::from_parts({
             let mut u = http::uri::Parts::default();
-            u.scheme = Some(Scheme::HTTP);
+            u.scheme = Some(backend.scheme.clone());
             u.authority = Some(backend.authority.clone());
             u.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
             u
@@ -420,12 +431,18 @@ impl UpstreamClient {
             kind: UpstreamErrorKind::Connect,
             source: e.into(),
         })?;
-        let mut connector = self.pool.connector.clone();
+        let mut connector = self.pool.connector_h2.clone();
         let io = tower_service::Service::call(&mut connector, origin)
             .await
-            .map_err(|e| UpstreamError::Failed {
-                kind: UpstreamErrorKind::Connect,
-                source: e,
+            .map_err(|e| match classify(e) {
+                UpstreamError::Failed {
+                    kind: UpstreamErrorKind::Reset,
+                    source,
+                } => UpstreamError::Failed {
+                    kind: UpstreamErrorKind::Connect,
+                    source,
+                },
+                other => other,
             })?;
         let (sender, conn) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -519,7 +536,7 @@ impl UpstreamClient {
         }
         if backend.h2 {
             for shard in self.pool.h2.iter() {
-                shard.lock().remove(&backend.authority);
+                shard.lock().remove(&key);
             }
         }
     }

@@ -18,6 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use rustls::pki_types::pem::PemObject;
+
+use crate::support::certs::{self, Key, Leaf, TestCa};
 use crate::support::client::h2c;
 use crate::support::gateway::TestGateway;
 
@@ -27,6 +30,23 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// `grpc-status: 0` in trailers, the request's `te` echoed in a header, a
 /// delay from the path (`/slow`). Counts connections.
 async fn h2_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    h2_backend_with(None).await
+}
+
+/// The same over TLS, offering only ALPN `h2`.
+async fn h2_tls_backend(leaf: &Leaf) -> (SocketAddr, Arc<AtomicUsize>) {
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(certs::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    h2_backend_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+}
+
+async fn h2_backend_with(tls: Option<tokio_rustls::TlsAcceptor>) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -34,6 +54,7 @@ async fn h2_backend() -> (SocketAddr, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(|req: Request<Incoming>| async move {
                     let te = req.headers().get("te").cloned();
@@ -60,9 +81,18 @@ async fn h2_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                         .insert("x-seen-version", format!("{version:?}").parse().unwrap());
                     Ok::<_, Infallible>(resp)
                 });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
+                let h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                match tls {
+                    None => {
+                        let _ = h2.serve_connection(TokioIo::new(tcp), svc).await;
+                    }
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let _ = h2.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
             });
         }
     });
@@ -117,6 +147,46 @@ async fn trailers_pass_end_to_end_over_one_multiplexed_h2c_connection() {
         1,
         "20 calls on one connection"
     );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_https_backend_with_http2_true_gets_h2_by_alpn_and_trailers_pass() {
+    let ca = TestCa::new("backend CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write(dir.path());
+    let (backend, connections) = h2_tls_backend(&ca.leaf(&["127.0.0.1"], Key::EcdsaP256)).await;
+    let gw = TestGateway::start_with(
+        &format!(
+            "routes:\n  - prefix: /svc.v1.S\n    backend: https://{backend}\n    http2: true\n    ca_file: \"{}\"\n",
+            ca_file.display()
+        ),
+        "workers: 1\n",
+    )
+    .await;
+    let client = h2c();
+    for _ in 0..5 {
+        let resp = client
+            .request(grpc_request(
+                &format!("http://{}/svc.v1.S/M", gw.addr),
+                None,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-seen-version"], "HTTP/2.0");
+        let body = resp.into_body().collect().await.unwrap();
+        assert_eq!(body.trailers().expect("trailers")["grpc-status"], "0");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    // http2: true needs https backends.
+    let err = portico::config::parse_route_file(
+        std::path::Path::new("r.yaml"),
+        "routes:\n  - prefix: /g\n    backend: http://a:80\n    http2: true\n",
+    )
+    .expect_err("http2 on http")
+    .to_string();
+    assert!(err.contains("http2: applies to https:// backends"), "{err}");
     gw.shutdown().await;
 }
 
