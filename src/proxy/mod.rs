@@ -15,6 +15,7 @@ pub mod request_id;
 pub mod retry;
 pub mod trace;
 pub mod upstream;
+pub mod websocket;
 
 use std::sync::Arc;
 
@@ -98,13 +99,21 @@ impl Gateway {
         );
         x.trace = Some(trace);
         let grpc = grpc::is_grpc(&parts.headers);
+        // A WebSocket over HTTP/2 (extended CONNECT) goes to the backend as
+        // an HTTP/1.1 upgrade; the client's stream is spliced with it.
+        let h2_websocket = websocket::from_extended_connect(&mut parts);
         // Portico's own failure of a gRPC call is answered in gRPC's terms;
         // logs and metrics keep the HTTP status it stands for.
         let mut logged_status = None;
         let mut resp = match self.proxy(&mut x, parts, body, conn).await {
             Ok(upstream) if upstream.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 match switch_protocols(&mut x, upstream, &request_id) {
-                    Ok(resp) => return upgrading(resp, x),
+                    Ok(resp) => {
+                        return match h2_websocket {
+                            Some(client) => websocket::over_h2(resp, x, client),
+                            None => upgrading(resp, x),
+                        };
+                    }
                     Err(e) => e.into_response(&request_id),
                 }
             }
@@ -510,7 +519,9 @@ fn switch_protocols(
 /// The backend's side of an upgrade, between [`switch_protocols`] and
 /// [`upgrading`] (extensions must be `Clone`).
 #[derive(Clone)]
-struct UpstreamUpgrade(Arc<parking_lot::Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+pub(crate) struct UpstreamUpgrade(
+    pub(crate) Arc<parking_lot::Mutex<Option<hyper::upgrade::OnUpgrade>>>,
+);
 
 /// Hands the `101` to its connection with what to do when the upgraded
 /// stream ends: the request is logged and counted then, with the bytes

@@ -276,6 +276,8 @@ fn http_builders(opts: &ServerOptions) -> Builders {
         // those (hyper's `max_buf_size`) cost 60% of the throughput on
         // 1 MiB responses, so they keep hyper's default.
         .max_send_buf_size(H2_SEND_BUFFER)
+        // WebSockets over HTTP/2 arrive as extended CONNECT (RFC 8441).
+        .enable_connect_protocol()
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
     Builders { h1, h2 }

@@ -291,3 +291,67 @@ async fn an_idle_websocket_is_closed_at_the_upgrade_idle_timeout_and_drain_close
     assert!(end.is_ok(), "closed on drain");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn websockets_over_http2_extended_connect_reach_an_http1_backend() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let backend = echo_server().await;
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - prefix: /ws\n    backend: http://{backend}\n"
+    ))
+    .await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{}/ws/h2", gw.addr))
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "RFC 8441: a 2xx opens the tunnel");
+    assert!(resp.headers().contains_key("x-request-id"));
+    let stream = hyper::upgrade::on(resp).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(stream),
+        Role::Client,
+        None,
+    )
+    .await;
+    wait_for("the upgrade is counted as open", || upgrades_open(&gw) == 1).await;
+    for i in 0..200usize {
+        let size = [1, 126, 4096, 65_536][i % 4];
+        let msg = Message::Binary(vec![(i % 251) as u8; size].into());
+        ws.send(msg.clone()).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg, "message {i}");
+    }
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    wait_for("the splice ends after the close", || {
+        upgrades_open(&gw) == 0
+    })
+    .await;
+    // One request, counted under the client's method.
+    let connects = || {
+        gw.metrics
+            .requests
+            .with_label_values(&["*", "/ws", "CONNECT", "101"])
+            .get()
+    };
+    wait_for("one request, status 101", || connects() == 1).await;
+    gw.shutdown().await;
+}

@@ -1,0 +1,138 @@
+//! WebSockets over HTTP/2 (RFC 8441): the client opens an extended CONNECT
+//! stream (`:protocol websocket`); Portico asks the backend for an ordinary
+//! HTTP/1.1 WebSocket upgrade and, after its `101`, answers the stream
+//! `200` and splices the stream with the backend's socket. The WebSocket
+//! frames are the same on both sides, so nothing is translated.
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::UpstreamUpgrade;
+use super::body::GatewayBody;
+use super::exchange::Exchange;
+
+/// Headers of the backend's `101` that the client's `200` carries on.
+const NEGOTIATED: [HeaderName; 2] = [
+    HeaderName::from_static("sec-websocket-protocol"),
+    HeaderName::from_static("sec-websocket-extensions"),
+];
+
+/// When the request is an extended CONNECT for `websocket`, turns it into
+/// the HTTP/1.1 upgrade request the backend gets (GET, `Upgrade:
+/// websocket`, a fresh `Sec-WebSocket-Key`) and returns the client
+/// stream's upgrade.
+pub fn from_extended_connect(parts: &mut http::request::Parts) -> Option<OnUpgrade> {
+    let websocket = parts.method == Method::CONNECT
+        && parts.version == Version::HTTP_2
+        && parts
+            .extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        return None;
+    }
+    let client = parts.extensions.remove::<OnUpgrade>()?;
+    parts.method = Method::GET;
+    parts.version = Version::HTTP_11;
+    let h = &mut parts.headers;
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::SEC_WEBSOCKET_KEY, key());
+    if !h.contains_key(header::SEC_WEBSOCKET_VERSION) {
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+    }
+    Some(client)
+}
+
+/// A random `Sec-WebSocket-Key`: 16 bytes, base64.
+fn key() -> HeaderValue {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut raw = [0u8; 18]; // 16 random bytes, padded to a multiple of 3
+    raw[..8].copy_from_slice(&super::endpoints::random().to_be_bytes());
+    raw[8..16].copy_from_slice(&super::endpoints::random().to_be_bytes());
+    let mut out = Vec::with_capacity(24);
+    for chunk in raw.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+        for shift in [18, 12, 6, 0] {
+            out.push(B64[((n >> shift) & 63) as usize]);
+        }
+    }
+    // 16 bytes are 22 digits and "==".
+    out.truncate(22);
+    out.extend_from_slice(b"==");
+    HeaderValue::from_bytes(&out).expect("base64 is a valid header value")
+}
+
+/// The client's `200` for the backend's `101`, and the splice of the two
+/// once both sides are upgraded, run on a task of its own. The request is
+/// logged and counted when the splice ends, as one request (status 101).
+pub fn over_h2(
+    mut switched: Response<GatewayBody>,
+    mut x: Exchange,
+    client: OnUpgrade,
+) -> Response<GatewayBody> {
+    let backend = switched
+        .extensions_mut()
+        .remove::<UpstreamUpgrade>()
+        .and_then(|u| u.0.lock().take())
+        .expect("switch_protocols put it there");
+    let mut resp = Response::new(GatewayBody::empty());
+    for name in NEGOTIATED {
+        if let Some(v) = switched.headers().get(&name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    if let Some(id) = switched.headers().get(&super::request_id::X_REQUEST_ID) {
+        resp.headers_mut()
+            .insert(super::request_id::X_REQUEST_ID.clone(), id.clone());
+    }
+    x.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+    let open = x.metrics.upgrades_open();
+    open.inc();
+    tokio::spawn(async move {
+        let (from_client, to_client) = match (client.await, backend.await) {
+            (Ok(c), Ok(b)) => {
+                let mut c = TokioIo::new(c);
+                let mut b = TokioIo::new(b);
+                match tokio::io::copy_bidirectional(&mut c, &mut b).await {
+                    Ok(counts) => counts,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "WebSocket over HTTP/2 ended with an error");
+                        (0, 0)
+                    }
+                }
+            }
+            _ => (0, 0),
+        };
+        open.dec();
+        x.bytes_in = Some(from_client);
+        x.bytes_out = to_client;
+        x.finish(true);
+    });
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_sixteen_random_bytes_in_base64() {
+        let a = key();
+        let b = key();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 24);
+        assert!(s.ends_with("=="));
+        assert!(
+            s[..22]
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+        );
+    }
+}
