@@ -140,6 +140,7 @@ pub async fn start(
         RequestLimits {
             max_header_bytes: cfg.limits.max_header_bytes,
             max_body_bytes: cfg.limits.max_body_bytes,
+            upgrade_idle_timeout: cfg.limits.upgrade_idle_timeout,
         },
         cfg.limits.max_inflight,
         drain.inflight.clone(),

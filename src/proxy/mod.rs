@@ -47,6 +47,9 @@ use upstream::{SendError, UpstreamError};
 pub struct RequestLimits {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// `limits.upgrade_idle_timeout`, for WebSockets over HTTP/2 (those
+    /// over HTTP/1.1 are timed by their connection).
+    pub upgrade_idle_timeout: std::time::Duration,
 }
 
 /// The public-listener service.
@@ -110,7 +113,12 @@ impl Gateway {
                 match switch_protocols(&mut x, upstream, &request_id) {
                     Ok(resp) => {
                         return match h2_websocket {
-                            Some(client) => websocket::over_h2(resp, x, client),
+                            Some(client) => websocket::over_h2(
+                                resp,
+                                x,
+                                client,
+                                self.limits.upgrade_idle_timeout,
+                            ),
                             None => upgrading(resp, x),
                         };
                     }

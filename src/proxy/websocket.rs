@@ -6,8 +6,12 @@
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
+use std::time::Duration;
+
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+
+use crate::server::Counted;
 
 use super::UpstreamUpgrade;
 use super::body::GatewayBody;
@@ -75,6 +79,7 @@ pub fn over_h2(
     mut switched: Response<GatewayBody>,
     mut x: Exchange,
     client: OnUpgrade,
+    idle_timeout: Duration,
 ) -> Response<GatewayBody> {
     let backend = switched
         .extensions_mut()
@@ -96,17 +101,7 @@ pub fn over_h2(
     open.inc();
     tokio::spawn(async move {
         let (from_client, to_client) = match (client.await, backend.await) {
-            (Ok(c), Ok(b)) => {
-                let mut c = TokioIo::new(c);
-                let mut b = TokioIo::new(b);
-                match tokio::io::copy_bidirectional(&mut c, &mut b).await {
-                    Ok(counts) => counts,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "WebSocket over HTTP/2 ended with an error");
-                        (0, 0)
-                    }
-                }
-            }
+            (Ok(c), Ok(b)) => splice(c, b, idle_timeout).await,
             _ => (0, 0),
         };
         open.dec();
@@ -115,6 +110,48 @@ pub fn over_h2(
         x.finish(true);
     });
     resp
+}
+
+/// Copies both ways until both directions end or nothing has moved
+/// either way for `idle_timeout`; returns the bytes from and to the client.
+async fn splice(
+    client: hyper::upgrade::Upgraded,
+    backend: hyper::upgrade::Upgraded,
+    idle_timeout: Duration,
+) -> (u64, u64) {
+    let mut c = Counted::new(TokioIo::new(client));
+    let counts = c.counts();
+    let mut b = TokioIo::new(backend);
+    let check = (idle_timeout / 2).max(Duration::from_millis(25));
+    let mut seen = (0, 0);
+    let mut quiet_since = tokio::time::Instant::now();
+    {
+        let copy = tokio::io::copy_bidirectional(&mut c, &mut b);
+        tokio::pin!(copy);
+        let mut tick = tokio::time::interval(check);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut copy => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "WebSocket over HTTP/2 ended with an error");
+                    }
+                    break;
+                }
+                _ = tick.tick() => {
+                    let now = (counts.read(), counts.written());
+                    if now != seen {
+                        seen = now;
+                        quiet_since = tokio::time::Instant::now();
+                    } else if quiet_since.elapsed() >= idle_timeout {
+                        tracing::debug!("closing idle WebSocket over HTTP/2");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    (counts.read(), counts.written())
 }
 
 #[cfg(test)]

@@ -154,21 +154,41 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 }
 
+/// Bytes read from and written to a [`Counted`] stream; readable while the
+/// stream is borrowed elsewhere (by a copy in progress).
+#[derive(Debug, Default)]
+pub struct Counts {
+    read: std::sync::atomic::AtomicU64,
+    written: std::sync::atomic::AtomicU64,
+}
+
+impl Counts {
+    pub fn read(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A stream that counts the bytes read from and written to it (an
-/// upgraded connection's traffic, for its access-log line).
+/// upgraded connection's traffic, for its access-log line and idle check).
 pub struct Counted<I> {
     inner: I,
-    pub read: u64,
-    pub written: u64,
+    counts: std::sync::Arc<Counts>,
 }
 
 impl<I> Counted<I> {
     pub fn new(inner: I) -> Self {
         Counted {
             inner,
-            read: 0,
-            written: 0,
+            counts: Default::default(),
         }
+    }
+
+    pub fn counts(&self) -> std::sync::Arc<Counts> {
+        self.counts.clone()
     }
 }
 
@@ -180,7 +200,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.read += (buf.filled().len() - before) as u64;
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.counts
+                .read
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
         r
     }
 }
@@ -193,7 +218,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = r {
-            self.written += n as u64;
+            self.counts
+                .written
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         }
         r
     }

@@ -29,6 +29,8 @@ use tokio_rustls::TlsAcceptor;
 mod idle;
 pub mod worker;
 
+pub use idle::Counted;
+
 use idle::{Rewind, Transport};
 
 use crate::proxy::body::GatewayBody;
@@ -566,7 +568,8 @@ impl<S: Service> Connection<S> {
             }
         }
         drop((client_rx, client_tx, backend_rx, backend_tx));
-        up.finish(client.read + early.len() as u64, client.written);
+        let counts = client.counts();
+        up.finish(counts.read() + early.len() as u64, counts.written());
     }
 
     /// Waits, holding only the socket, until a parked connection is readable

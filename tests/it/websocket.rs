@@ -292,17 +292,14 @@ async fn an_idle_websocket_is_closed_at_the_upgrade_idle_timeout_and_drain_close
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn websockets_over_http2_extended_connect_reach_an_http1_backend() {
+/// A WebSocket over an HTTP/2 extended CONNECT stream to `gw`.
+async fn h2_websocket(
+    gw: &TestGateway,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
     use http_body_util::Empty;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio_tungstenite::tungstenite::protocol::Role;
-
-    let backend = echo_server().await;
-    let gw = TestGateway::start(&format!(
-        "routes:\n  - prefix: /ws\n    backend: http://{backend}\n"
-    ))
-    .await;
     let tcp = TcpStream::connect(gw.addr).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tcp))
@@ -311,7 +308,7 @@ async fn websockets_over_http2_extended_connect_reach_an_http1_backend() {
     tokio::spawn(conn);
     let req = http::Request::builder()
         .method(http::Method::CONNECT)
-        .uri(format!("http://{}/ws/h2", gw.addr))
+        .uri(format!("http://{}{path}", gw.addr))
         .extension(hyper::ext::Protocol::from_static("websocket"))
         .header("sec-websocket-version", "13")
         .body(Empty::new())
@@ -320,12 +317,16 @@ async fn websockets_over_http2_extended_connect_reach_an_http1_backend() {
     assert_eq!(resp.status(), 200, "RFC 8441: a 2xx opens the tunnel");
     assert!(resp.headers().contains_key("x-request-id"));
     let stream = hyper::upgrade::on(resp).await.unwrap();
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        TokioIo::new(stream),
-        Role::Client,
-        None,
-    )
-    .await;
+    tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(stream), Role::Client, None)
+        .await
+}
+
+#[tokio::test]
+async fn websockets_over_http2_extended_connect_reach_an_http1_backend() {
+    let backend = echo_server().await;
+    let routes = format!("routes:\n  - prefix: /ws\n    backend: http://{backend}\n");
+    let gw = TestGateway::start(&routes).await;
+    let mut ws = h2_websocket(&gw, "/ws/h2").await;
     wait_for("the upgrade is counted as open", || upgrades_open(&gw) == 1).await;
     for i in 0..200usize {
         let size = [1, 126, 4096, 65_536][i % 4];
@@ -353,5 +354,21 @@ async fn websockets_over_http2_extended_connect_reach_an_http1_backend() {
             .get()
     };
     wait_for("one request, status 101", || connects() == 1).await;
+    gw.shutdown().await;
+
+    // Quiet both ways for upgrade_idle_timeout: the stream is ended.
+    let gw = TestGateway::start_with(&routes, "limits:\n  upgrade_idle_timeout: 400ms\n").await;
+    let mut ws = h2_websocket(&gw, "/ws/idle").await;
+    ws.send(Message::Text("once".into())).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Text("once".into())
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "closed by the idle timeout");
+    wait_for("counted closed", || upgrades_open(&gw) == 0).await;
     gw.shutdown().await;
 }
