@@ -86,6 +86,9 @@ impl Reloader {
         let generation = self.live.install(table, sha.clone());
         *self.last_rejected.lock() = None;
         self.metrics.config_generation.set(generation as i64);
+        // One series: the hash of the file this replica serves now.
+        self.metrics.config_info.reset();
+        self.metrics.config_info.with_label_values(&[&sha]).set(1);
         self.metrics
             .config_reloads
             .with_label_values(&["success"])

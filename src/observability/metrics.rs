@@ -20,6 +20,7 @@ pub const CONNECTIONS_OPEN: &str = "portico_connections_open";
 pub const CONNECTIONS_PARKED: &str = "portico_connections_parked";
 pub const CONFIG_RELOADS_TOTAL: &str = "portico_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "portico_config_generation";
+pub const CONFIG_INFO: &str = "portico_config_info";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "portico_tls_handshake_errors_total";
 pub const BUILD_INFO: &str = "portico_build_info";
 pub const LOG_LINES_DROPPED_TOTAL: &str = "portico_log_lines_dropped_total";
@@ -122,6 +123,7 @@ pub struct Metrics {
     pub connections_parked: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    pub config_info: IntGaugeVec,
     pub tls_handshake_errors: IntCounter,
     pub log_lines_dropped: IntCounter,
     /// Public connections accepted, by worker (label bounded by `workers`).
@@ -196,6 +198,11 @@ impl Metrics {
             "Public connections accepted, by worker (event loop).",
             &["worker"],
         );
+        let config_info = gauge_vec(
+            CONFIG_INFO,
+            "Always 1; sha256 is the SHA-256 of the route file this replica serves (replicas with different values serve different tables).",
+            &["sha256"],
+        );
         let upstream_endpoints = gauge_vec(
             UPSTREAM_ENDPOINTS,
             "Backends of routes with more than one, by state (healthy, ejected); set at scrape time.",
@@ -249,6 +256,7 @@ impl Metrics {
             Box::new(connections_parked.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_generation.clone()),
+            Box::new(config_info.clone()),
             Box::new(tls_handshake_errors.clone()),
             Box::new(log_lines_dropped.clone()),
             Box::new(worker_connections.clone()),
@@ -283,6 +291,7 @@ impl Metrics {
             connections_parked,
             config_reloads,
             config_generation,
+            config_info,
             tls_handshake_errors,
             log_lines_dropped,
             worker_connections,

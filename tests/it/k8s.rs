@@ -399,6 +399,7 @@ fn family(token: &str) -> Option<&'static str> {
         names::UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
         names::UPSTREAM_EJECTIONS_TOTAL,
         names::CIRCUIT_OPEN_TOTAL,
+        names::CONFIG_INFO,
     ];
     const HISTOGRAMS: &[&str] = &[names::REQUEST_DURATION_SECONDS];
     if let Some(name) = EXPORTED.iter().find(|n| **n == token) {

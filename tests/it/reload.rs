@@ -126,6 +126,13 @@ async fn fifty_configmap_swaps_under_load_drop_nothing() {
         "{text}"
     );
     assert!(text.contains("portico_config_generation 51"));
+    // portico_config_info: one series, the hash of the file now served.
+    let info: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("portico_config_info{"))
+        .collect();
+    let sha = gw.live.status().sha256.clone().expect("a table is loaded");
+    assert_eq!(info, [format!("portico_config_info{{sha256=\"{sha}\"}} 1")]);
     eprintln!(
         "50 swaps: slowest pickup {slowest:?}, {} good responses",
         ok.load(Ordering::Relaxed)
