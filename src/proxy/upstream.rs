@@ -420,30 +420,7 @@ impl UpstreamClient {
     /// ALPN `h2`), with keep-alive PINGs to find a dead one; its driver
     /// task spawned.
     async fn open_h2(&self, backend: &Backend) -> Result<H2Sender, UpstreamError> {
-        let origin = Uri::from_parts({
-            let mut u = http::uri::Parts::default();
-            u.scheme = Some(backend.scheme.clone());
-            u.authority = Some(backend.authority.clone());
-            u.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-            u
-        })
-        .map_err(|e| UpstreamError::Failed {
-            kind: UpstreamErrorKind::Connect,
-            source: e.into(),
-        })?;
-        let mut connector = self.pool.connector_h2.clone();
-        let io = tower_service::Service::call(&mut connector, origin)
-            .await
-            .map_err(|e| match classify(e) {
-                UpstreamError::Failed {
-                    kind: UpstreamErrorKind::Reset,
-                    source,
-                } => UpstreamError::Failed {
-                    kind: UpstreamErrorKind::Connect,
-                    source,
-                },
-                other => other,
-            })?;
+        let io = dial(&self.pool.connector_h2, backend).await?;
         let (sender, conn) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -484,30 +461,7 @@ impl UpstreamClient {
     /// A new connection to `backend`, its driver task spawned (`upgrades`:
     /// able to hand its socket over after a `101`).
     async fn open(&self, backend: &Backend, upgrades: bool) -> Result<Sender, UpstreamError> {
-        let origin = Uri::from_parts({
-            let mut u = http::uri::Parts::default();
-            u.scheme = Some(backend.scheme.clone());
-            u.authority = Some(backend.authority.clone());
-            u.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-            u
-        })
-        .map_err(|e| UpstreamError::Failed {
-            kind: UpstreamErrorKind::Connect,
-            source: e.into(),
-        })?;
-        let mut connector = self.pool.connector.clone();
-        let io = tower_service::Service::call(&mut connector, origin)
-            .await
-            .map_err(|e| match classify(e) {
-                UpstreamError::Failed {
-                    kind: UpstreamErrorKind::Reset,
-                    source,
-                } => UpstreamError::Failed {
-                    kind: UpstreamErrorKind::Connect,
-                    source,
-                },
-                other => other,
-            })?;
+        let io = dial(&self.pool.connector, backend).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await
@@ -546,6 +500,41 @@ impl UpstreamClient {
     fn release(&self, key: PoolKey, sender: Sender) {
         self.pool.put(key, sender);
     }
+}
+
+/// A TCP (and, for `https://`, TLS) connection to `backend` through
+/// `connector`; any failure to open it counts as a connect failure.
+async fn dial(
+    connector: &HttpsConnector<HttpConnector>,
+    backend: &Backend,
+) -> Result<
+    hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>,
+    UpstreamError,
+> {
+    let origin = Uri::from_parts({
+        let mut u = http::uri::Parts::default();
+        u.scheme = Some(backend.scheme.clone());
+        u.authority = Some(backend.authority.clone());
+        u.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        u
+    })
+    .map_err(|e| UpstreamError::Failed {
+        kind: UpstreamErrorKind::Connect,
+        source: e.into(),
+    })?;
+    let mut connector = connector.clone();
+    tower_service::Service::call(&mut connector, origin)
+        .await
+        .map_err(|e| match classify(e) {
+            UpstreamError::Failed {
+                kind: UpstreamErrorKind::Reset,
+                source,
+            } => UpstreamError::Failed {
+                kind: UpstreamErrorKind::Connect,
+                source,
+            },
+            other => other,
+        })
 }
 
 /// Maps a client error onto the closed set of failure kinds by walking its

@@ -44,6 +44,35 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
+/// Sends `msg`, expects it back within 5 s, and returns its payload size.
+async fn round_trip<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    msg: Message,
+    i: usize,
+) -> usize
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let size = msg.len();
+    ws.send(msg.clone()).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, msg, "message {i}");
+    size
+}
+
+/// Closes from the client side and lets the socket go, as clients do.
+async fn close<S>(mut ws: tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
 fn upgrades_open(gw: &TestGateway) -> i64 {
     gw.metrics
         .upgrades_open
@@ -87,18 +116,9 @@ async fn a_thousand_messages_of_mixed_sizes_go_both_ways_and_a_client_close_ends
         } else {
             Message::Binary(vec![(i % 251) as u8; size].into())
         };
-        sent_bytes += size;
-        ws.send(msg.clone()).await.unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("echo in time")
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, msg, "message {i}");
+        sent_bytes += round_trip(&mut ws, msg, i).await;
     }
-    ws.close(None).await.unwrap();
-    while let Some(Ok(_)) = ws.next().await {}
-    drop(ws);
+    close(ws).await;
     wait_for("the splice ends after the client's close", || {
         upgrades_open(&gw) == 0
     })
@@ -330,18 +350,14 @@ async fn websockets_over_http2_extended_connect_reach_an_http1_backend() {
     wait_for("the upgrade is counted as open", || upgrades_open(&gw) == 1).await;
     for i in 0..200usize {
         let size = [1, 126, 4096, 65_536][i % 4];
-        let msg = Message::Binary(vec![(i % 251) as u8; size].into());
-        ws.send(msg.clone()).await.unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("echo in time")
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, msg, "message {i}");
+        round_trip(
+            &mut ws,
+            Message::Binary(vec![(i % 251) as u8; size].into()),
+            i,
+        )
+        .await;
     }
-    ws.close(None).await.unwrap();
-    while let Some(Ok(_)) = ws.next().await {}
-    drop(ws);
+    close(ws).await;
     wait_for("the splice ends after the close", || {
         upgrades_open(&gw) == 0
     })
