@@ -157,7 +157,11 @@ pub async fn start(
         return Err(StartError::MissingHttpsListener);
     }
     let https = match (listeners.https, &cfg.tls) {
-        (Some(l), Some(tls)) => Some((l, Arc::new(TlsTerminator::load(tls)?), tls)),
+        (Some(l), Some(tls)) => {
+            let terminator = TlsTerminator::load(tls)?;
+            terminator.export_expiry(metrics.tls_certificate_expiry.clone());
+            Some((l, Arc::new(terminator), tls))
+        }
         (Some(_), None) => return Err(StartError::MissingTls),
         (None, _) => None,
     };

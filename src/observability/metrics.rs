@@ -21,6 +21,7 @@ pub const CONNECTIONS_PARKED: &str = "portico_connections_parked";
 pub const CONFIG_RELOADS_TOTAL: &str = "portico_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "portico_config_generation";
 pub const CONFIG_INFO: &str = "portico_config_info";
+pub const TLS_CERTIFICATE_EXPIRY: &str = "portico_tls_certificate_expiry_timestamp_seconds";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "portico_tls_handshake_errors_total";
 pub const BUILD_INFO: &str = "portico_build_info";
 pub const LOG_LINES_DROPPED_TOTAL: &str = "portico_log_lines_dropped_total";
@@ -124,6 +125,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub config_info: IntGaugeVec,
+    pub tls_certificate_expiry: IntGaugeVec,
     pub tls_handshake_errors: IntCounter,
     pub log_lines_dropped: IntCounter,
     /// Public connections accepted, by worker (label bounded by `workers`).
@@ -203,6 +205,11 @@ impl Metrics {
             "Always 1; sha256 is the SHA-256 of the route file this replica serves (replicas with different values serve different tables).",
             &["sha256"],
         );
+        let tls_certificate_expiry = gauge_vec(
+            TLS_CERTIFICATE_EXPIRY,
+            "When each certificate in use expires (notAfter, Unix seconds), by its first DNS name.",
+            &["name"],
+        );
         let upstream_endpoints = gauge_vec(
             UPSTREAM_ENDPOINTS,
             "Backends of routes with more than one, by state (healthy, ejected); set at scrape time.",
@@ -257,6 +264,7 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(config_generation.clone()),
             Box::new(config_info.clone()),
+            Box::new(tls_certificate_expiry.clone()),
             Box::new(tls_handshake_errors.clone()),
             Box::new(log_lines_dropped.clone()),
             Box::new(worker_connections.clone()),
@@ -292,6 +300,7 @@ impl Metrics {
             config_reloads,
             config_generation,
             config_info,
+            tls_certificate_expiry,
             tls_handshake_errors,
             log_lines_dropped,
             worker_connections,

@@ -116,6 +116,9 @@ pub struct TlsTerminator {
     /// Content hash of every file at the last load attempt, good or bad.
     /// Held for the whole reload so that two reloads never interleave.
     last_hash: Mutex<[u8; 32]>,
+    /// `portico_tls_certificate_expiry_timestamp_seconds`, kept to the
+    /// certificates in use (see [`TlsTerminator::export_expiry`]).
+    expiry: Mutex<Option<prometheus::IntGaugeVec>>,
 }
 
 impl TlsTerminator {
@@ -134,7 +137,15 @@ impl TlsTerminator {
             config: Arc::new(config),
             provider,
             last_hash: Mutex::new(hash),
+            expiry: Mutex::new(None),
         })
+    }
+
+    /// Reports each certificate's expiry in `gauge` (`name`: its first DNS
+    /// name, else its file), now and after every successful reload.
+    pub fn export_expiry(&self, gauge: prometheus::IntGaugeVec) {
+        set_expiry(&gauge, &self.current());
+        *self.expiry.lock() = Some(gauge);
     }
 
     /// The acceptor for [`crate::server::TlsSetup`]. Cheap; every clone
@@ -175,6 +186,9 @@ impl TlsTerminator {
         *last = hash;
         let store = CertStore::from_pairs(&pairs, &self.provider)?;
         log_loaded(&store);
+        if let Some(gauge) = &*self.expiry.lock() {
+            set_expiry(gauge, &store);
+        }
         self.resolver.replace(store);
         Ok(true)
     }
@@ -257,6 +271,17 @@ fn content_hash(pairs: &[certs::PairBytes]) -> [u8; 32] {
         }
     }
     h.finalize().into()
+}
+
+/// One series per certificate in `store`, its `notAfter` in Unix seconds;
+/// certificates no longer loaded drop out.
+fn set_expiry(gauge: &prometheus::IntGaugeVec, store: &CertStore) {
+    gauge.reset();
+    for c in store.certs() {
+        let file = c.cert_path.display().to_string();
+        let name = c.names.first().map_or(file.as_str(), String::as_str);
+        gauge.with_label_values(&[name]).set(c.leaf.not_after);
+    }
 }
 
 fn log_loaded(store: &CertStore) {

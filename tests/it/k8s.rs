@@ -400,6 +400,7 @@ fn family(token: &str) -> Option<&'static str> {
         names::UPSTREAM_EJECTIONS_TOTAL,
         names::CIRCUIT_OPEN_TOTAL,
         names::CONFIG_INFO,
+        names::TLS_CERTIFICATE_EXPIRY,
     ];
     const HISTOGRAMS: &[&str] = &[names::REQUEST_DURATION_SECONDS];
     if let Some(name) = EXPORTED.iter().find(|n| **n == token) {
@@ -489,10 +490,13 @@ fn alerts_and_dashboard_use_only_exported_metric_names() {
                 names::UPSTREAM_ERRORS_TOTAL,
                 names::INFLIGHT_REQUESTS,
                 names::CONFIG_RELOADS_TOTAL,
-                names::CONFIG_GENERATION,
+                // Drift is the route file's hash (PorticoConfigDrift), not
+                // the generation, which differs after every restart.
                 names::TLS_HANDSHAKE_ERRORS_TOTAL,
                 names::UPSTREAM_ENDPOINTS,
                 names::UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
+                names::CONFIG_INFO,
+                names::TLS_CERTIFICATE_EXPIRY,
             ][..],
         ),
         (

@@ -1070,3 +1070,37 @@ async fn reject_misdirected_false_lets_a_shared_connection_reach_any_host() {
     assert_eq!(b.seen().len(), 1);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn certificate_expiry_is_exported_and_follows_a_rotation() {
+    let ca = TestCa::new("ca");
+    let old = ca.leaf(&["old.example.test"], Key::EcdsaP256);
+    let new = ca.leaf(&["new.example.test"], Key::EcdsaP256);
+    let mut secret = SecretVolume::new(&old.cert_pem, &old.key_pem);
+    let (gw, _https) = tls_gateway("routes: []\n", &[secret.pair()], "").await;
+    let expiry = |name: &str| {
+        let text = gw.metrics.render();
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "portico_tls_certificate_expiry_timestamp_seconds{{name=\"{name}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+    };
+    let not_after = |der: &[u8]| x509::parse_leaf(der).unwrap().not_after;
+    assert_eq!(expiry("old.example.test"), Some(not_after(&old.der)));
+    secret.update(&new.cert_pem, &new.key_pem);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while expiry("new.example.test").is_none() {
+        assert!(Instant::now() < deadline, "rotation not reflected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(expiry("new.example.test"), Some(not_after(&new.der)));
+    assert_eq!(
+        expiry("old.example.test"),
+        None,
+        "the replaced certificate drops out"
+    );
+    gw.shutdown().await;
+}
