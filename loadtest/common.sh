@@ -159,3 +159,30 @@ CONF
     echo $! > "$work/haproxy.pid"
     pids+=("$(cat "$work/haproxy.pid")")
 }
+
+# Portico with $work/portico.yaml, logging to $work/portico.log; its pid in
+# PORTICO_PID (stopped on exit with the others).
+start_portico() {
+    "$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
+    pids+=($!)
+    PORTICO_PID=$!
+}
+
+# Waits (10 s at most) until every URL answers 2xx (https ones over HTTP/2
+# by ALPN when offered, certificate not checked); otherwise prints the logs
+# and exits 1.
+wait_up() {
+    local url
+    all_up() {
+        for url in "$@"; do
+            case $url in
+                https:*) curl -skf --http2 "$url" >/dev/null 2>&1 || return 1 ;;
+                *) curl -sf "$url" >/dev/null 2>&1 || return 1 ;;
+            esac
+        done
+    }
+    for _ in $(seq 50); do all_up "$@" && return 0; sleep 0.2; done
+    echo "a proxy did not come up:" >&2
+    cat "$work"/*.log >&2
+    exit 1
+}

@@ -37,15 +37,8 @@ sed -i "s/maxconn 8000/maxconn $((HAPROXY_CLIENTS + 50))/" "$work/haproxy.cfg"
 kill "$(cat "$work/haproxy.pid")"; sleep 0.3
 haproxy -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
 echo $! > "$work/haproxy.pid"; pids+=($!)
-"$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
-pids+=($!)
-PORTICO_PID=$!
-up() {
-    local p
-    for p in "$PORTICO" "$NGINX" "$HAPROXY"; do curl -sf "http://127.0.0.1:$p/bench/x" >/dev/null 2>&1 || return 1; done
-}
-for _ in $(seq 50); do up && break; sleep 0.2; done
-up || { echo "a proxy did not come up:" >&2; cat "$work"/*.log >&2; exit 1; }
+start_portico
+wait_up "http://127.0.0.1:$PORTICO/bench/x" "http://127.0.0.1:$NGINX/bench/x" "http://127.0.0.1:$HAPROXY/bench/x"
 sleep 1   # nginx reload: old workers exit
 
 rss() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }

@@ -61,16 +61,9 @@ start_nginx_proxy "listen 127.0.0.1:$NGINX;
         ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;" \
     "" "proxy_set_header X-Forwarded-Proto \$scheme;"
 start_haproxy_proxy "bind 127.0.0.1:$HAPROXY_TLS ssl crt $work/haproxy.pem alpn h2,http/1.1"
-"$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
-pids+=($!)
-PORTICO_PID=$!
-up() {
-    local p
-    for p in "$NGINX" "$HAPROXY" "$PORTICO"; do curl -sf "http://127.0.0.1:$p/bench/x" >/dev/null 2>&1 || return 1; done
-    for p in "$NGINX_TLS" "$HAPROXY_TLS" "$PORTICO_TLS"; do curl -skf --http2 "https://127.0.0.1:$p/bench/x" >/dev/null 2>&1 || return 1; done
-}
-for _ in $(seq 50); do up && break; sleep 0.2; done
-up || { echo "a proxy did not come up:" >&2; cat "$work"/*.log >&2; exit 1; }
+start_portico
+wait_up "http://127.0.0.1:$NGINX/bench/x" "http://127.0.0.1:$HAPROXY/bench/x" "http://127.0.0.1:$PORTICO/bench/x" \
+    "https://127.0.0.1:$NGINX_TLS/bench/x" "https://127.0.0.1:$HAPROXY_TLS/bench/x" "https://127.0.0.1:$PORTICO_TLS/bench/x"
 # Every nginx worker: CPU and memory are summed over them, as over
 # Portico's and HAProxy's threads.
 NGINX_WORKERS=$(pgrep -P "$(cat "$work/proxy.pid")" | tr '\n' ' ')

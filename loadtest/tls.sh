@@ -79,12 +79,8 @@ start_nginx_proxy \
             return 404 '"'"'{"error":"no_route","message":"no route matches this path","request_id":"$request_id"}'"'"';
         }' \
     "proxy_set_header X-Forwarded-Proto https;"
-"$BIN" serve --config "$work/portico.yaml" > "$work/portico.log" &
-pids+=($!)
-PORTICO_PID=$!
-up() { curl -skf "https://127.0.0.1:$PORTICO/bench/x" >/dev/null 2>&1 && curl -skf "https://127.0.0.1:$NGINX/bench/x" >/dev/null 2>&1; }
-for _ in $(seq 50); do up && break; sleep 0.1; done
-up || { echo "a proxy did not come up:" >&2; cat "$work"/*.log >&2; exit 1; }
+start_portico
+wait_up "https://127.0.0.1:$PORTICO/bench/x" "https://127.0.0.1:$NGINX/bench/x"
 # Every nginx worker: CPU is summed over them, as over Portico's threads.
 NGINX_WORKERS=$(pgrep -P "$(cat "$work/proxy.pid")" | tr '\n' ' ')
 

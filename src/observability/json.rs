@@ -40,28 +40,8 @@ pub fn push_field(out: &mut String, key: &str, value: &str) {
     push_str(out, value);
 }
 
-/// Appends `"key":"value"` for a key and value that need no escaping
-/// (hex ids): copied as they are.
-pub fn push_plain(out: &mut String, key: &str, value: &str) {
-    debug_assert!(
-        value
-            .bytes()
-            .chain(key.bytes())
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
-        "{key}: {value:?} needs escaping"
-    );
-    if !out.ends_with('{') {
-        out.push(',');
-    }
-    out.push('"');
-    out.push_str(key);
-    out.push_str("\":\"");
-    out.push_str(value);
-    out.push('"');
-}
-
 /// Appends `"key":"value"` for a value whose `Display` output needs no
-/// escaping (timestamps, IP addresses): formatted straight into `out`.
+/// escaping (timestamps, IP addresses, hex ids): formatted straight into `out`.
 pub fn push_display(out: &mut String, key: &str, value: impl std::fmt::Display) {
     use std::fmt::Write;
     if !out.ends_with('{') {

@@ -212,14 +212,7 @@ impl Operator {
                     .map(|e| {
                         let out = e.ejected_for();
                         json!({
-                            "backend": format!(
-                                "{}://{}",
-                                match (e.backend.scheme.as_str(), e.backend.h2) {
-                                    ("http", true) => "h2c",
-                                    (scheme, _) => scheme,
-                                },
-                                e.backend.authority
-                            ),
+                            "backend": e.backend.to_string(),
                             "state": if out.is_some() { "ejected" } else { "healthy" },
                             "inflight": e.inflight(),
                             "pending": e.pending(),

@@ -27,10 +27,16 @@ use http::header::COOKIE;
 pub use crate::config::{Balance, CircuitBreaker, OutlierPolicy};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Milliseconds on a process-wide monotonic clock (never 0 after start).
-fn now_ms() -> u64 {
+/// Time from the process-wide origin (the first call) to `at`, the one
+/// clock of ejections and retry budgets.
+pub(crate) fn since_origin(at: Instant) -> Duration {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    at.saturating_duration_since(*ORIGIN.get_or_init(Instant::now))
+}
+
+/// Milliseconds on that clock (never 0 after start).
+fn now_ms() -> u64 {
+    since_origin(Instant::now()).as_millis() as u64 + 1
 }
 
 /// One endpoint and what is known about it.

@@ -6,10 +6,14 @@
 
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 
 use super::body::GatewayBody;
+
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// `content-type: application/grpc` (and `application/grpc+proto`, ...).
 pub fn is_grpc(headers: &HeaderMap) -> bool {
@@ -21,7 +25,7 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// The client's `grpc-timeout`: 1 to 8 digits and a unit (`H`, `M`, `S`,
 /// `m`, `u`, `n`). Anything else is ignored (the route's timeout holds).
 pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("grpc-timeout")?.as_bytes();
+    let v = headers.get(&GRPC_TIMEOUT)?.as_bytes();
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -64,14 +68,14 @@ pub fn response(
         HeaderValue::from_static("application/grpc"),
     );
     h.insert(
-        "grpc-status",
+        GRPC_STATUS.clone(),
         HeaderValue::from(u16::from(status_for(http))),
     );
     // grpc-message is percent-encoded outside printable ASCII; Portico's
     // messages are printable ASCII, but '%' itself must be encoded.
     let msg = message.replace('%', "%25");
     if let Ok(v) = HeaderValue::from_str(&msg) {
-        h.insert("grpc-message", v);
+        h.insert(GRPC_MESSAGE.clone(), v);
     }
     h.insert(super::request_id::X_REQUEST_ID.clone(), request_id.clone());
     resp

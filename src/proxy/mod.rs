@@ -111,15 +111,16 @@ impl Gateway {
         let mut resp = match self.proxy(&mut x, parts, body, conn).await {
             Ok(upstream) if upstream.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 match switch_protocols(&mut x, upstream, &request_id) {
-                    Ok(resp) => {
+                    Ok((resp, backend)) => {
                         return match h2_websocket {
                             Some(client) => websocket::over_h2(
                                 resp,
+                                backend,
                                 x,
                                 client,
                                 self.limits.upgrade_idle_timeout,
                             ),
-                            None => upgrading(resp, x),
+                            None => upgrading(resp, backend, x),
                         };
                     }
                     Err(e) => e.into_response(&request_id),
@@ -241,7 +242,7 @@ impl Gateway {
         let deadline =
             grpc::timeout(&parts.headers).map_or(route.timeout, |t| t.min(route.timeout));
         headers::strip_hop_by_hop(&mut parts.headers);
-        if te_trailers && route.spec.backends.iter().any(|b| b.h2) {
+        if te_trailers && route.upstream.http2 {
             parts
                 .headers
                 .insert(header::TE, HeaderValue::from_static("trailers"));
@@ -486,14 +487,15 @@ impl Gateway {
     }
 }
 
-/// The client's `101` for a backend's: only for a request that asked to
-/// upgrade (a `101` to any other is the smuggling class of bug, refused
-/// with 502), with the backend's `Upgrade` and `Connection: upgrade`.
+/// The client's `101` for a backend's, and the backend's side of the
+/// upgrade: only for a request that asked to upgrade (a `101` to any other
+/// is the smuggling class of bug, refused with 502), with the backend's
+/// `Upgrade` and `Connection: upgrade`.
 fn switch_protocols(
     x: &mut Exchange,
     mut upstream: Response<Incoming>,
     request_id: &HeaderValue,
-) -> Result<Response<GatewayBody>, ProxyError> {
+) -> Result<(Response<GatewayBody>, hyper::upgrade::OnUpgrade), ProxyError> {
     let protocol = upstream.headers().get(header::UPGRADE).cloned();
     let Some(protocol) = protocol.filter(|_| x.upgrade) else {
         tracing::warn!(
@@ -516,30 +518,17 @@ fn switch_protocols(
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     head.headers
         .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
-    let mut resp = Response::from_parts(head, GatewayBody::empty());
-    resp.extensions_mut()
-        .insert(UpstreamUpgrade(Arc::new(parking_lot::Mutex::new(Some(
-            backend,
-        )))));
-    Ok(resp)
+    Ok((Response::from_parts(head, GatewayBody::empty()), backend))
 }
-
-/// The backend's side of an upgrade, between [`switch_protocols`] and
-/// [`upgrading`] (extensions must be `Clone`).
-#[derive(Clone)]
-pub(crate) struct UpstreamUpgrade(
-    pub(crate) Arc<parking_lot::Mutex<Option<hyper::upgrade::OnUpgrade>>>,
-);
 
 /// Hands the `101` to its connection with what to do when the upgraded
 /// stream ends: the request is logged and counted then, with the bytes
 /// both ways, as one request.
-fn upgrading(mut resp: Response<GatewayBody>, mut x: Exchange) -> Response<GatewayBody> {
-    let backend = resp
-        .extensions_mut()
-        .remove::<UpstreamUpgrade>()
-        .and_then(|u| u.0.lock().take())
-        .expect("switch_protocols put it there");
+fn upgrading(
+    mut resp: Response<GatewayBody>,
+    backend: hyper::upgrade::OnUpgrade,
+    mut x: Exchange,
+) -> Response<GatewayBody> {
     x.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
     let open = x.metrics.upgrades_open();
     open.inc();

@@ -43,13 +43,15 @@ impl RetryReason {
     }
 }
 
+static IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
 /// RFC 9110 §9.2.2 idempotent methods, or a request the client marked
 /// safe to repeat with an `Idempotency-Key`.
 pub fn idempotent(method: &Method, headers: &HeaderMap) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    ) || headers.contains_key("idempotency-key")
+    ) || headers.contains_key(&IDEMPOTENCY_KEY)
 }
 
 /// Pause before try number `tries + 1`: full jitter under 25 ms doubling
@@ -82,12 +84,9 @@ struct Bucket {
     retries: AtomicU32,
 }
 
-/// Seconds since the first use (never 0) at `at`.
+/// The second (never 0) of `at` on the process clock.
 fn second_of(at: std::time::Instant) -> u64 {
-    use std::sync::OnceLock;
-    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
-    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
-    at.saturating_duration_since(origin).as_secs() + 1
+    super::endpoints::since_origin(at).as_secs() + 1
 }
 
 fn now_s() -> u64 {

@@ -120,24 +120,15 @@ fn span_id() -> [u8; 8] {
     }
 }
 
-/// Lowercase hex of `bytes` into `out` (twice as long).
-fn hex_into(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
-    }
-}
-
 fn trace_hex(bytes: [u8; 16]) -> [u8; 32] {
     let mut out = [0u8; 32];
-    hex_into(&bytes, &mut out);
+    hex::encode_to_slice(bytes, &mut out).expect("32 digits for 16 bytes");
     out
 }
 
 fn span_hex(bytes: [u8; 8]) -> [u8; 16] {
     let mut out = [0u8; 16];
-    hex_into(&bytes, &mut out);
+    hex::encode_to_slice(bytes, &mut out).expect("16 digits for 8 bytes");
     out
 }
 

@@ -600,6 +600,17 @@ impl Backend {
     }
 }
 
+/// `scheme://host:port` as configured (`h2c://` for cleartext HTTP/2).
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = match (self.scheme.as_str(), self.h2) {
+            ("http", true) => "h2c",
+            (scheme, _) => scheme,
+        };
+        write!(f, "{scheme}://{}", self.authority)
+    }
+}
+
 impl From<&BackendUrl> for Backend {
     fn from(url: &BackendUrl) -> Self {
         Backend {
@@ -623,6 +634,8 @@ pub struct Upstream {
     /// Bodies up to this size are read ahead so that an idempotent request
     /// can be sent again (`retry_buffer:`).
     pub retry_buffer: u64,
+    /// Some backend speaks HTTP/2 (`te: trailers` is kept for it).
+    pub http2: bool,
     pub client: UpstreamClient,
 }
 
@@ -638,6 +651,7 @@ impl Upstream {
             retries: spec.retries,
             retry_on: spec.retry_on.clone(),
             retry_buffer: spec.retry_buffer,
+            http2: spec.backends.iter().any(|b| b.h2),
             client,
         }
     }

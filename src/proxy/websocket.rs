@@ -13,7 +13,6 @@ use hyper_util::rt::TokioIo;
 
 use crate::server::Counted;
 
-use super::UpstreamUpgrade;
 use super::body::GatewayBody;
 use super::exchange::Exchange;
 
@@ -76,16 +75,12 @@ fn key() -> HeaderValue {
 /// once both sides are upgraded, run on a task of its own. The request is
 /// logged and counted when the splice ends, as one request (status 101).
 pub fn over_h2(
-    mut switched: Response<GatewayBody>,
+    switched: Response<GatewayBody>,
+    backend: OnUpgrade,
     mut x: Exchange,
     client: OnUpgrade,
     idle_timeout: Duration,
 ) -> Response<GatewayBody> {
-    let backend = switched
-        .extensions_mut()
-        .remove::<UpstreamUpgrade>()
-        .and_then(|u| u.0.lock().take())
-        .expect("switch_protocols put it there");
     let mut resp = Response::new(GatewayBody::empty());
     for name in NEGOTIATED {
         if let Some(v) = switched.headers().get(&name) {

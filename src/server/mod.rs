@@ -107,11 +107,15 @@ impl Drop for Upgrade {
 
 /// [`Upgrade`] as a response extension (those must be `Clone`).
 #[derive(Clone)]
-pub struct UpgradeSlot(pub Arc<parking_lot::Mutex<Option<Upgrade>>>);
+pub struct UpgradeSlot(Arc<parking_lot::Mutex<Option<Upgrade>>>);
 
 impl UpgradeSlot {
     pub fn new(up: Upgrade) -> Self {
         UpgradeSlot(Arc::new(parking_lot::Mutex::new(Some(up))))
+    }
+
+    fn take(&self) -> Option<Upgrade> {
+        self.0.lock().take()
     }
 }
 
@@ -422,7 +426,7 @@ impl<S: Service> Connection<S> {
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
                     && let Some(slot) = resp.extensions_mut().remove::<UpgradeSlot>()
                 {
-                    let up = slot.0.lock().take();
+                    let up = slot.take();
                     *upgrades.inner.upgrade.lock() = up;
                 }
                 drop(active);

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::support::client::{self, get, get_with};
 use crate::support::gateway::TestGateway;
+use crate::support::route_file_error;
 
 /// What the DNS server answers for its one name.
 #[derive(Clone)]
@@ -372,17 +373,13 @@ async fn bad_discovery_settings_are_refused() {
     ];
     for (extra, want) in cases {
         let text = format!("routes:\n  - prefix: /api\n    backend: http://pods.test:80\n{extra}");
-        let err = portico::config::parse_route_file(std::path::Path::new("routes.yaml"), &text)
-            .expect_err(extra)
-            .to_string();
+        let err = route_file_error(&text, extra);
         assert!(err.contains(want), "{extra}: {err}");
     }
     for backend in ["https://pods.test:443", "http://10.0.0.1:80"] {
         let text =
             format!("routes:\n  - prefix: /api\n    backend: {backend}\n    discovery: dns\n");
-        let err = portico::config::parse_route_file(std::path::Path::new("routes.yaml"), &text)
-            .expect_err(backend)
-            .to_string();
+        let err = route_file_error(&text, backend);
         assert!(err.contains("discovery: dns"), "{backend}: {err}");
     }
     let bad = portico::config::parse_gateway_config(

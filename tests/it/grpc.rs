@@ -23,6 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use crate::support::certs::{self, Key, Leaf, TestCa};
 use crate::support::client::h2c;
 use crate::support::gateway::TestGateway;
+use crate::support::route_file_error;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -180,12 +181,10 @@ async fn an_https_backend_with_http2_true_gets_h2_by_alpn_and_trailers_pass() {
     }
     assert_eq!(connections.load(Ordering::SeqCst), 1);
     // http2: true needs https backends.
-    let err = portico::config::parse_route_file(
-        std::path::Path::new("r.yaml"),
+    let err = route_file_error(
         "routes:\n  - prefix: /g\n    backend: http://a:80\n    http2: true\n",
-    )
-    .expect_err("http2 on http")
-    .to_string();
+        "http2 on http",
+    );
     assert!(err.contains("http2: applies to https:// backends"), "{err}");
     gw.shutdown().await;
 }

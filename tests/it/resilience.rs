@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::support::backend::Backend;
 use crate::support::client::{self, get, get_with};
 use crate::support::gateway::TestGateway;
+use crate::support::route_file_error;
 
 /// A backend that answers every request after `delay` with `status` and
 /// its name, counting requests.
@@ -485,9 +486,7 @@ async fn bad_resilience_settings_are_refused_with_their_position() {
     ];
     for (extra, want) in cases {
         let text = routes(&["127.0.0.1:1".parse().unwrap()], extra);
-        let err = portico::config::parse_route_file(std::path::Path::new("routes.yaml"), &text)
-            .expect_err(extra)
-            .to_string();
+        let err = route_file_error(&text, extra);
         assert!(err.contains(want), "{extra}: {err}");
         assert!(
             err.contains("routes.yaml:"),

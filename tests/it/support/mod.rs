@@ -11,3 +11,12 @@ pub mod client;
 pub mod configmap;
 pub mod gateway;
 pub mod servlet;
+
+/// The error `portico` reports for a route file it refuses (as
+/// `routes.yaml`); panics, naming `what`, when the file is accepted.
+pub fn route_file_error(text: &str, what: &str) -> String {
+    portico::config::parse_route_file(std::path::Path::new("routes.yaml"), text)
+        .map(|_| ())
+        .expect_err(what)
+        .to_string()
+}
