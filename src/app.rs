@@ -14,6 +14,7 @@ use crate::config::GatewayConfig;
 use crate::lifecycle::drain::Drain;
 use crate::lifecycle::reload::{ReloadOutcome, Reloader};
 use crate::observability::metrics::Metrics;
+use crate::observability::otlp::Exporter;
 use crate::operator::{Operator, OperatorState};
 use crate::proxy::upstream::{PoolTimeouts, UpstreamClients, UpstreamSetupError};
 use crate::proxy::{Gateway, RequestLimits};
@@ -134,6 +135,14 @@ pub async fn start(
         );
     }
 
+    // Span export runs on this (control) thread, off the workers.
+    let (exporter, spans) = match &cfg.otlp {
+        Some(settings) => {
+            let (exporter, spans) = Exporter::new(settings, &metrics);
+            (Some(exporter), Some(spans))
+        }
+        None => (None, None),
+    };
     let gateway = Arc::new(Gateway::new(
         live.clone(),
         &metrics,
@@ -144,6 +153,7 @@ pub async fn start(
         },
         cfg.limits.max_inflight,
         drain.inflight.clone(),
+        spans,
     ));
     // Before any "listening" line: from then on SIGHUP must mean "reload".
     let hup = crate::lifecycle::watch::sighup();
@@ -209,7 +219,12 @@ pub async fn start(
         watch_stop_rx,
     ));
 
-    let done = tokio::spawn(crate::lifecycle::shutdown::sequence(
+    let exporter = exporter.map(|e| {
+        let (stop, stopped) = watch::channel(false);
+        let deadline = e.export_timeout();
+        (stop, tokio::spawn(e.run(stopped)), deadline)
+    });
+    let sequence = crate::lifecycle::shutdown::sequence(
         shutdown,
         crate::lifecycle::shutdown::Plan {
             drain: drain.clone(),
@@ -220,7 +235,15 @@ pub async fn start(
             servers,
             watcher,
         },
-    ));
+    );
+    let done = tokio::spawn(async move {
+        sequence.await;
+        // Spans of the last requests go out, within one export's time.
+        if let Some((stop, task, deadline)) = exporter {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(deadline, task).await;
+        }
+    });
     Ok(Running {
         http_addr,
         https_addr,

@@ -36,6 +36,8 @@ pub struct GatewayConfig {
     /// `dns.nameservers`: where routes with `discovery: dns` resolve their
     /// backends; empty means `/etc/resolv.conf` (search domains, ndots).
     pub dns_nameservers: Vec<SocketAddr>,
+    /// `tracing.otlp`: span export; `None` exports nothing.
+    pub otlp: Option<super::telemetry::OtlpSettings>,
 }
 
 /// How many event loops serve the public listeners.
@@ -202,6 +204,7 @@ const TOP_KEYS: &[&str] = &[
     "shutdown",
     "workers",
     "dns",
+    "tracing",
 ];
 const LISTEN_KEYS: &[&str] = &["http", "https", "redirect_to_https", "redirect_port"];
 const TLS_KEYS: &[&str] = &["certificates", "handshake_timeout", "reject_misdirected"];
@@ -256,6 +259,7 @@ pub fn parse_gateway_config(source: &Path, text: &str) -> Result<GatewayConfig, 
         None => Some(Vec::new()),
         Some(node) => dns(&mut c, node),
     };
+    let otlp = super::telemetry::tracing(&mut c, &top);
 
     // Cross-field rules, checked only when both sides were written, so one
     // mistake gives one error.
@@ -306,6 +310,7 @@ pub fn parse_gateway_config(source: &Path, text: &str) -> Result<GatewayConfig, 
             shutdown,
             workers: workers?,
             dns_nameservers: dns_nameservers?,
+            otlp: otlp?,
         })
     })();
     c.finish(config)

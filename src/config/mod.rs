@@ -21,6 +21,7 @@ pub mod error;
 mod gateway;
 mod routes;
 mod size;
+mod telemetry;
 mod yaml;
 
 #[cfg(test)]
@@ -39,6 +40,7 @@ pub use routes::{
     parse_route_file,
 };
 pub use size::parse_size;
+pub use telemetry::OtlpSettings;
 
 /// Where `portico serve` looks when neither `--config` nor `$PORTICO_CONFIG`
 /// is given.

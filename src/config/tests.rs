@@ -229,8 +229,21 @@ fn gateway_errors_point_at_the_problem() {
             format!("{OK_LISTEN}routes_file: r\nroute_file: r\n"),
             4,
             1,
-            "unknown key \"route_file\" in portico.yaml; expected one of: listen, tls, operator, routes_file, log_level, limits, shutdown, workers, dns (did you mean \"routes_file\"?)",
+            "unknown key \"route_file\" in portico.yaml; expected one of: listen, tls, operator, routes_file, log_level, limits, shutdown, workers, dns, tracing (did you mean \"routes_file\"?)",
         ),
+        // tracing.otlp.
+        (format!("{OK_LISTEN}routes_file: r\ntracing: {{otlp: {{}}}}\n"), 4, 11, "tracing.otlp: endpoint is required"),
+        (format!("{OK_LISTEN}routes_file: r\ntracing: {{otpl: {{}}}}\n"), 4, 11, "unknown key \"otpl\" in tracing; expected one of: otlp"),
+        (format!("{OK_LISTEN}routes_file: r\ntracing:\n  otlp: {{endpoint: 'collector:4318'}}\n"), 5, 20, "tracing.otlp.endpoint: expected an http:// or https:// URL with a host"),
+        (format!("{OK_LISTEN}routes_file: r\ntracing:\n  otlp: {{endpoint: 'grpc://c:4317'}}\n"), 5, 20, "expected an http:// or https:// URL"),
+        (format!("{OK_LISTEN}routes_file: r\ntracing:\n  otlp: {{endpoint: 'http://u:p@c:4318'}}\n"), 5, 20, "expected an http:// or https:// URL"),
+        (format!("{OK_LISTEN}routes_file: r\ntracing:\n  otlp: {{endpoint: 'http://c:4318', sample_ratio: 1.5}}\n"), 5, 51, "tracing.otlp.sample_ratio: expected a number from 0 to 1 (e.g. 0.1), got \"1.5\""),
+        (format!("{OK_LISTEN}routes_file: r\ntracing:\n  otlp: {{endpoint: 'http://c:4318', sample_ratio: NaN}}\n"), 5, 51, "sample_ratio: expected a number from 0 to 1"),
+        (format!("{OK_LISTEN}routes_file: r\ntracing:\n  otlp: {{endpoint: 'http://c:4318', sample_ratio: '0.5'}}\n"), 5, 51, "sample_ratio: expected a number from 0 to 1"),
+        (format!("{OK_LISTEN}routes_file: r\ntracing:\n  otlp: {{endpoint: 'http://c:4318', queue_size: 0}}\n"), 5, 49, "tracing.otlp.queue_size: expected a whole number from 1 to 1000000"),
+        (format!("{OK_LISTEN}routes_file: r\ntracing:\n  otlp: {{endpoint: 'http://c:4318', queue_size: 10, batch_size: 20}}\n"), 5, 3, "tracing.otlp: batch_size (20) must not exceed queue_size (10)"),
+        (format!("{OK_LISTEN}routes_file: r\ntracing:\n  otlp: {{endpoint: 'http://c:4318', flush_interval: 0s}}\n"), 5, 53, "tracing.otlp.flush_interval"),
+        (format!("{OK_LISTEN}routes_file: r\ntracing:\n  otlp: {{endpoint: 'http://c:4318', sampler: x}}\n"), 5, 37, "unknown key \"sampler\" in tracing.otlp; expected one of: endpoint, sample_ratio, service_name, queue_size, batch_size, flush_interval, export_timeout"),
         // routes_file.
         (OK_LISTEN.into(), 1, 1, "routes_file is required"),
         (format!("{OK_LISTEN}routes_file:\n"), 3, 1, "routes_file must not be empty"),
@@ -917,4 +930,41 @@ proptest::proptest! {
         let _ = routes(&text);
         let _ = gateway(&text);
     }
+}
+
+#[test]
+fn tracing_otlp_defaults_and_endpoint_paths() {
+    let parse = |extra: &str| {
+        parse_gateway_config(
+            Path::new(CONFIG),
+            &format!("listen:\n  http: 0.0.0.0:8080\nroutes_file: r\n{extra}"),
+        )
+        .unwrap()
+        .otlp
+    };
+    assert_eq!(parse(""), None);
+    assert_eq!(parse("tracing: {}\n"), None);
+    let s = parse("tracing:\n  otlp: {endpoint: 'http://otel-collector:4318'}\n").unwrap();
+    assert_eq!(s.endpoint, "http://otel-collector:4318/v1/traces");
+    assert_eq!(s.sample_ratio, 1.0);
+    assert_eq!(s.service_name, "portico");
+    assert_eq!(s.queue_size, OtlpSettings::DEFAULT_QUEUE);
+    assert_eq!(s.batch_size, OtlpSettings::DEFAULT_BATCH);
+    let s = parse(
+        "tracing:\n  otlp:\n    endpoint: https://c.example.com/otlp/v1/traces\n    sample_ratio: 0.1\n    service_name: edge\n    flush_interval: 250ms\n",
+    )
+    .unwrap();
+    assert_eq!(
+        s.endpoint, "https://c.example.com/otlp/v1/traces",
+        "a path is kept"
+    );
+    assert_eq!(s.sample_ratio, 0.1);
+    assert_eq!(s.service_name, "edge");
+    assert_eq!(s.flush_interval, Duration::from_millis(250));
+    assert_eq!(
+        parse("tracing:\n  otlp: {endpoint: 'http://c:4318/', sample_ratio: 0}\n")
+            .unwrap()
+            .endpoint,
+        "http://c:4318/v1/traces"
+    );
 }

@@ -34,6 +34,8 @@ pub const UPSTREAM_EJECTIONS_TOTAL: &str = "portico_upstream_ejections_total";
 pub const CIRCUIT_OPEN_TOTAL: &str = "portico_circuit_open_total";
 pub const DNS_REFRESH_TOTAL: &str = "portico_dns_refresh_total";
 pub const UPGRADES_OPEN: &str = "portico_upgrades_open";
+pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "portico_trace_spans_exported_total";
+pub const TRACE_SPANS_DROPPED_TOTAL: &str = "portico_trace_spans_dropped_total";
 
 /// A labelled counter family (the names and labels are constants, so this
 /// cannot fail).
@@ -137,6 +139,10 @@ pub struct Metrics {
     pub circuit_open: IntCounterVec,
     pub dns_refresh: IntCounterVec,
     pub upgrades_open: IntGaugeVec,
+    /// Spans the collector accepted (`tracing.otlp`).
+    pub trace_spans_exported: IntCounter,
+    /// Spans not exported, by reason (`queue_full`, `export_failed`).
+    pub trace_spans_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -245,6 +251,19 @@ impl Metrics {
             "Upgraded connections (WebSocket) being spliced right now.",
             &["host", "route"],
         );
+        let trace_spans_exported = IntCounter::new(
+            TRACE_SPANS_EXPORTED_TOTAL,
+            "Request spans the OTLP collector accepted.",
+        )
+        .expect("valid metric");
+        let trace_spans_dropped = counter_vec(
+            TRACE_SPANS_DROPPED_TOTAL,
+            "Request spans not exported, by reason (queue_full: the collector is slow or down and the queue is full; export_failed: the collector refused or did not answer).",
+            &["reason"],
+        );
+        for reason in ["queue_full", "export_failed"] {
+            trace_spans_dropped.with_label_values(&[reason]);
+        }
         let build_info = gauge_vec(
             BUILD_INFO,
             "Build information; the value is always 1.",
@@ -275,6 +294,8 @@ impl Metrics {
             Box::new(circuit_open.clone()),
             Box::new(dns_refresh.clone()),
             Box::new(upgrades_open.clone()),
+            Box::new(trace_spans_exported.clone()),
+            Box::new(trace_spans_dropped.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -311,6 +332,8 @@ impl Metrics {
             circuit_open,
             dns_refresh,
             upgrades_open,
+            trace_spans_exported,
+            trace_spans_dropped,
         }
     }
 

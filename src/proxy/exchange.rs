@@ -6,12 +6,14 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Version};
 use tokio::time::Instant;
 
 use crate::observability::access_log::{self, AccessRecord};
 use crate::observability::metrics::RouteMetrics;
+use crate::observability::otlp::{SpanQueue, SpanRecord};
 
 use super::endpoints::InflightGuard;
 use super::limits::InflightPermit;
@@ -57,6 +59,12 @@ pub struct Exchange {
     pub permits: [Option<InflightPermit>; 2],
     /// Listed in the in-flight registry until finished.
     pub tracked: Option<Tracked>,
+    /// Where this request's span goes when it is finished: set only for
+    /// sampled requests with span export on (`tracing.otlp`).
+    pub spans: Option<Arc<SpanQueue>>,
+    /// For the span: when (since `started`) the first try went upstream,
+    /// and how long until a response head came back.
+    pub upstream_phase: Option<(Duration, Duration)>,
     finished: bool,
 }
 
@@ -92,6 +100,8 @@ impl Exchange {
             upgrade: false,
             permits: [None, None],
             tracked: None,
+            spans: None,
+            upstream_phase: None,
             finished: false,
         }
     }
@@ -140,6 +150,24 @@ impl Exchange {
         self.permits = [None, None];
         self.tracked = None;
         self.endpoint = None;
+        if let (Some(queue), Some(trace)) = (self.spans.take(), self.trace) {
+            queue.push(SpanRecord {
+                trace,
+                start: SystemTime::now() - elapsed,
+                duration: elapsed,
+                method: self.method.clone(),
+                path: self.path.clone(),
+                host: self.host.clone(),
+                route: self.metrics.clone(),
+                status,
+                upstream: self.upstream.clone(),
+                tries: self.tries,
+                upstream_phase: self.upstream_phase,
+                peer: self.peer,
+                version: self.version,
+                incomplete: !complete,
+            });
+        }
     }
 }
 

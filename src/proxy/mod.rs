@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::lifecycle::drain::{InflightEntry, InflightRegistry};
 use crate::observability::metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
+use crate::observability::otlp::Spans;
 use crate::routing::live::LiveRoutes;
 use crate::routing::table::Route;
 use crate::routing::{path, reserved};
@@ -62,6 +63,8 @@ pub struct Gateway {
     inflight: InflightLimit,
     /// Requests in flight, listed so that shutdown can name the unfinished.
     registry: InflightRegistry,
+    /// Span export (`tracing.otlp`), when on.
+    spans: Option<Spans>,
 }
 
 impl Gateway {
@@ -71,6 +74,7 @@ impl Gateway {
         limits: RequestLimits,
         max_inflight: usize,
         registry: InflightRegistry,
+        spans: Option<Spans>,
     ) -> Self {
         Gateway {
             live,
@@ -81,6 +85,7 @@ impl Gateway {
             limits,
             inflight: InflightLimit::new(max_inflight, Some(metrics.inflight.clone())),
             registry,
+            spans,
         }
     }
 
@@ -89,7 +94,8 @@ impl Gateway {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
         let request_id = request_id::assign(&mut parts.headers);
-        let trace = trace::continue_or_start(&mut parts.headers);
+        let trace =
+            trace::continue_or_start(&mut parts.headers, self.spans.as_ref().map(|s| s.sampler));
         let mut x = Exchange::new(
             started,
             request_id.clone(),
@@ -101,6 +107,11 @@ impl Gateway {
             parts.headers.get(header::USER_AGENT).cloned(),
         );
         x.trace = Some(trace);
+        if let Some(spans) = &self.spans
+            && trace.sampled()
+        {
+            x.spans = Some(spans.queue.clone());
+        }
         let grpc = grpc::is_grpc(&parts.headers);
         // A WebSocket over HTTP/2 (extended CONNECT) goes to the backend as
         // an HTTP/1.1 upgrade; the client's stream is spliced with it.
@@ -302,8 +313,13 @@ impl Gateway {
         let req = Request::from_parts(parts, body);
 
         let mut last = None;
+        // Timed only for a span: the clock is read twice more per request.
+        let upstream_started = x.spans.is_some().then(Instant::now);
         let result =
             tokio::time::timeout(deadline, self.exchange(&route, x, req, replay, &mut last)).await;
+        if let Some(at) = upstream_started {
+            x.upstream_phase = Some((at - x.started, at.elapsed()));
+        }
         match result {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(UpstreamError::Failed { kind, source })) => {

@@ -18,6 +18,32 @@ pub struct TraceContext {
     pub span_id: [u8; 16],
     /// The trace flags, two hex digits (`01`: sampled).
     pub flags: [u8; 2],
+    /// The incoming parent's span id, when the trace was continued.
+    pub parent: Option<[u8; 16]>,
+}
+
+/// Which new traces are sampled (`tracing.otlp.sample_ratio`): those whose
+/// random trace id falls under the ratio, so the decision is the same
+/// wherever it is taken for that id (as OpenTelemetry's ratio sampler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampler {
+    /// Sampled when the id's last 8 bytes, read as a number, are below this.
+    threshold: u64,
+    all: bool,
+}
+
+impl Sampler {
+    pub fn ratio(ratio: f64) -> Sampler {
+        Sampler {
+            threshold: (ratio.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
+            all: ratio >= 1.0,
+        }
+    }
+
+    fn samples(&self, trace_id: &[u8; 16]) -> bool {
+        let low = u64::from_be_bytes(trace_id[8..].try_into().expect("8 bytes"));
+        self.all || low < self.threshold
+    }
 }
 
 impl TraceContext {
@@ -27,6 +53,13 @@ impl TraceContext {
 
     pub fn span_id(&self) -> &str {
         std::str::from_utf8(&self.span_id).expect("hex is ASCII")
+    }
+
+    /// The sampled bit of the flags: the trace is being recorded.
+    pub fn sampled(&self) -> bool {
+        let low = self.flags[1];
+        // Lowercase hex (parse checks it): odd digits have bit 0 set.
+        matches!(low, b'1' | b'3' | b'5' | b'7' | b'9' | b'b' | b'd' | b'f')
     }
 
     /// `traceparent` for the upstream request: this span as the parent.
@@ -44,8 +77,10 @@ impl TraceContext {
 
 /// The request's trace: continues a valid `traceparent`, else starts one
 /// (and drops a `tracestate` that no longer has a parent). Sets the
-/// upstream `traceparent` in `headers`.
-pub fn continue_or_start(headers: &mut HeaderMap) -> TraceContext {
+/// upstream `traceparent` in `headers`. A started trace is sampled when
+/// `sampler` says so; without span export (`None`) it always is, so the
+/// services behind the gateway record it.
+pub fn continue_or_start(headers: &mut HeaderMap, sampler: Option<Sampler>) -> TraceContext {
     let incoming = {
         let mut values = headers.get_all(&TRACEPARENT).iter();
         match (values.next(), values.next()) {
@@ -54,18 +89,21 @@ pub fn continue_or_start(headers: &mut HeaderMap) -> TraceContext {
         }
     };
     let ctx = match incoming {
-        Some((trace_id, flags)) => TraceContext {
+        Some((trace_id, parent, flags)) => TraceContext {
             trace_id,
             span_id: span_hex(span_id()),
             flags,
+            parent: Some(parent),
         },
         None => {
             headers.remove(&TRACESTATE);
+            let id = trace_id();
+            let sampled = sampler.is_none_or(|s| s.samples(&id));
             TraceContext {
-                trace_id: trace_hex(trace_id()),
+                trace_id: trace_hex(id),
                 span_id: span_hex(span_id()),
-                // Started here and recorded in the access log: sampled.
-                flags: *b"01",
+                flags: if sampled { *b"01" } else { *b"00" },
+                parent: None,
             }
         }
     };
@@ -73,10 +111,10 @@ pub fn continue_or_start(headers: &mut HeaderMap) -> TraceContext {
     ctx
 }
 
-/// `version-traceid-parentid-flags`: the trace id and flags of a valid
-/// header. Version `ff` and all-zero ids are invalid; a later version is
+/// `version-traceid-parentid-flags`: the trace id, parent id and flags of
+/// a valid header. Version `ff` and all-zero ids are invalid; a later version is
 /// read by its first four fields, as the specification asks.
-fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
+fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 16], [u8; 2])> {
     if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
         return None;
     }
@@ -99,7 +137,11 @@ fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
     if trace.iter().all(|&b| b == b'0') || parent.iter().all(|&b| b == b'0') {
         return None;
     }
-    Some((trace.try_into().ok()?, flags.try_into().ok()?))
+    Some((
+        trace.try_into().ok()?,
+        parent.try_into().ok()?,
+        flags.try_into().ok()?,
+    ))
 }
 
 /// A random trace id (never all zeros: the span half is not).
@@ -150,7 +192,7 @@ mod tests {
     #[test]
     fn a_valid_parent_is_continued_with_a_new_span() {
         let mut h = with(&[PARENT]);
-        let ctx = continue_or_start(&mut h);
+        let ctx = continue_or_start(&mut h, None);
         assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(ctx.span_id(), "00f067aa0ba902b7");
         assert_eq!(&ctx.flags, b"01");
@@ -166,12 +208,12 @@ mod tests {
         );
         // Unsampled stays unsampled; a later version is read by its fields.
         let mut h = with(&["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"]);
-        assert_eq!(&continue_or_start(&mut h).flags, b"00");
+        assert_eq!(&continue_or_start(&mut h, None).flags, b"00");
         let mut h = with(&[
             "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds",
         ]);
         assert_eq!(
-            continue_or_start(&mut h).trace_id(),
+            continue_or_start(&mut h, None).trace_id(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
     }
@@ -191,7 +233,7 @@ mod tests {
         ];
         for v in bad {
             let mut h = with(&[v]);
-            let ctx = continue_or_start(&mut h);
+            let ctx = continue_or_start(&mut h, None);
             assert_ne!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "{v:?}");
             assert!(
                 h.get(&TRACESTATE).is_none(),
@@ -206,14 +248,41 @@ mod tests {
         // Two traceparent headers: ambiguous, so a new trace.
         let mut h = with(&[PARENT, PARENT]);
         assert_ne!(
-            continue_or_start(&mut h).trace_id(),
+            continue_or_start(&mut h, None).trace_id(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         assert_eq!(h.get_all(&TRACEPARENT).iter().count(), 1);
         // Started traces differ.
-        let a = continue_or_start(&mut HeaderMap::new());
-        let b = continue_or_start(&mut HeaderMap::new());
+        let a = continue_or_start(&mut HeaderMap::new(), None);
+        let b = continue_or_start(&mut HeaderMap::new(), None);
         assert_ne!(a.trace_id(), b.trace_id());
         assert_ne!(a.span_id(), b.span_id());
+    }
+
+    #[test]
+    fn new_traces_follow_the_ratio_and_parents_decide_for_themselves() {
+        let none = Sampler::ratio(0.0);
+        let all = Sampler::ratio(1.0);
+        let tenth = Sampler::ratio(0.1);
+        let mut sampled = 0;
+        for _ in 0..10_000 {
+            assert!(!continue_or_start(&mut HeaderMap::new(), Some(none)).sampled());
+            assert!(continue_or_start(&mut HeaderMap::new(), Some(all)).sampled());
+            let ctx = continue_or_start(&mut HeaderMap::new(), Some(tenth));
+            assert_eq!(ctx.sampled(), &ctx.flags == b"01");
+            sampled += usize::from(ctx.sampled());
+        }
+        assert!((800..1200).contains(&sampled), "{sampled} of 10000 at 0.1");
+        // A parent's decision stands whatever the ratio.
+        let ctx = continue_or_start(&mut with(&[PARENT]), Some(none));
+        assert!(ctx.sampled());
+        assert_eq!(ctx.parent.as_ref().unwrap(), b"00f067aa0ba902b7");
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(!continue_or_start(&mut with(&[unsampled]), Some(all)).sampled());
+        assert!(
+            continue_or_start(&mut HeaderMap::new(), None)
+                .parent
+                .is_none()
+        );
     }
 }

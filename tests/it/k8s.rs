@@ -401,6 +401,8 @@ fn family(token: &str) -> Option<&'static str> {
         names::CIRCUIT_OPEN_TOTAL,
         names::CONFIG_INFO,
         names::TLS_CERTIFICATE_EXPIRY,
+        names::TRACE_SPANS_EXPORTED_TOTAL,
+        names::TRACE_SPANS_DROPPED_TOTAL,
     ];
     const HISTOGRAMS: &[&str] = &[names::REQUEST_DURATION_SECONDS];
     if let Some(name) = EXPORTED.iter().find(|n| **n == token) {
@@ -497,6 +499,7 @@ fn alerts_and_dashboard_use_only_exported_metric_names() {
                 names::UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
                 names::CONFIG_INFO,
                 names::TLS_CERTIFICATE_EXPIRY,
+                names::TRACE_SPANS_DROPPED_TOTAL,
             ][..],
         ),
         (

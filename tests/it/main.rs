@@ -11,6 +11,7 @@ mod idle;
 mod k8s;
 mod limits;
 mod operator;
+mod otlp;
 mod proxy;
 mod reload;
 mod resilience;
