@@ -7,6 +7,7 @@
 //!   [`Exchange`] — access log and metrics — when the body ends or is dropped.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -41,6 +42,37 @@ pub struct RequestBody {
     /// Bytes still allowed; when a frame would exceed it the stream fails.
     remaining: u64,
     limit: u64,
+    /// Told why the body failed, for a sender whose error loses the cause.
+    failure: Option<Arc<BodyFailure>>,
+}
+
+/// Why a request body failed, kept beside it: hyper's HTTP/2 client resets
+/// the stream when the body fails and reports the reset, not the body's
+/// error, so the sender looks here to tell a 413 from a broken backend.
+#[derive(Debug, Default)]
+pub struct BodyFailure(std::sync::atomic::AtomicU8);
+
+impl BodyFailure {
+    const TOO_LARGE: u8 = 1;
+    const CLIENT: u8 = 2;
+
+    fn set(&self, e: &RequestBodyError) {
+        let v = match e {
+            RequestBodyError::TooLarge { .. } => Self::TOO_LARGE,
+            RequestBodyError::Client(_) => Self::CLIENT,
+        };
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `Some(true)`: over the size limit; `Some(false)`: the client broke
+    /// it off; `None`: the body did not fail.
+    pub fn too_large(&self) -> Option<bool> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            Self::TOO_LARGE => Some(true),
+            Self::CLIENT => Some(false),
+            _ => None,
+        }
+    }
 }
 
 impl RequestBody {
@@ -50,6 +82,7 @@ impl RequestBody {
             buffered: None,
             remaining: limit,
             limit,
+            failure: None,
         }
     }
 
@@ -60,6 +93,7 @@ impl RequestBody {
             buffered: None,
             remaining: 0,
             limit: 0,
+            failure: None,
         }
     }
 
@@ -71,7 +105,25 @@ impl RequestBody {
             buffered: (!bytes.is_empty()).then_some(bytes),
             remaining: len,
             limit: len,
+            failure: None,
         }
+    }
+
+    /// The size limit this body is held to.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Records in `failure` why the body fails, if it does.
+    pub fn report_failure_to(&mut self, failure: Arc<BodyFailure>) {
+        self.failure = Some(failure);
+    }
+
+    fn fail(&self, e: RequestBodyError) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        if let Some(f) = &self.failure {
+            f.set(&e);
+        }
+        Poll::Ready(Some(Err(e)))
     }
 }
 
@@ -98,15 +150,13 @@ impl Body for RequestBody {
                         if let Some(rest) = this.inner.take() {
                             linger(rest);
                         }
-                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge {
-                            limit: this.limit,
-                        })));
+                        return this.fail(RequestBodyError::TooLarge { limit: this.limit });
                     }
                     this.remaining -= len;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
+            Poll::Ready(Some(Err(e))) => this.fail(RequestBodyError::Client(e)),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

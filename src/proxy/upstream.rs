@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::config::BackendUrl;
 use crate::observability::metrics::UpstreamErrorKind;
 
-use super::body::{RequestBody, RequestBodyError};
+use super::body::{BodyFailure, RequestBody, RequestBodyError};
 use super::endpoints::Endpoints;
 use super::retry::RetryBudget;
 
@@ -353,7 +353,10 @@ impl UpstreamClient {
         backend: &Backend,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        let (mut parts, body) = req.into_parts();
+        let (mut parts, mut body) = req.into_parts();
+        let limit = body.limit();
+        let failure = Arc::new(BodyFailure::default());
+        body.report_failure_to(failure.clone());
         let pq = parts
             .uri
             .path_and_query()
@@ -408,10 +411,12 @@ impl UpstreamClient {
                 if sender.is_closed() {
                     *slot.lock().await = None;
                 }
-                Err(SendError {
-                    error: classify(e.into_error().into()),
-                    unsent,
-                })
+                let error = match failure.too_large() {
+                    Some(true) => UpstreamError::BodyTooLarge { limit },
+                    Some(false) => UpstreamError::ClientAborted,
+                    None => classify(e.into_error().into()),
+                };
+                Err(SendError { error, unsent })
             }
         }
     }

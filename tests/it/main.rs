@@ -19,5 +19,6 @@ mod routing;
 mod shutdown;
 mod streaming;
 mod tls;
+mod tonic_grpc;
 mod websocket;
 mod workers;
