@@ -19,6 +19,9 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BACKEND=$(free_port); NGINX=$(free_port); PORTICO=$(free_port); OPERATOR=$(free_port); HAPROXY=$(free_port)
+# The same small answer over HTTP/2 with prior knowledge (h2c), for the
+# HTTP/2-upstream scenario.
+BACKEND_H2=$(free_port)
 
 # The backend: nginx answering a small fixed body, one worker, no logging.
 start_backend() {
@@ -38,6 +41,10 @@ http {
         location / { return 200 '{"ok":true,"service":"bench"}\n'; }
         # The large-response scenario: 1 MiB from a file made for the run.
         location = /bench/big { alias $work/big.bin; }
+    }
+    server {
+        listen 127.0.0.1:$BACKEND_H2 http2;
+        location / { return 200 '{"ok":true,"service":"bench"}\n'; }
     }
 }
 CONF
@@ -68,12 +75,14 @@ make_cert() {
 
 # Portico's route file (/bench → the backend) and portico.yaml: $WORKERS
 # workers, the operator port, no drain delay. $1: the listen lines
-# (indented two spaces); $2: more top-level sections (tls:, limits:).
+# (indented two spaces); $2: more top-level sections (tls:, limits:); $3:
+# more routes (indented two spaces).
 write_portico_config() {
     cat > "$work/routes.yaml" <<CONF
 routes:
   - prefix: /bench
     backend: http://127.0.0.1:$BACKEND
+${3:-}
 CONF
     cat > "$work/portico.yaml" <<CONF
 workers: $WORKERS
@@ -96,7 +105,8 @@ TLS_SECTION="tls:
 
 # nginx as the proxy under test: $WORKERS workers, keep-alive upstream to the
 # backend, the access log above. $1: the listen line and any server-level
-# directives; $2: more locations; $3: more proxy_set_header lines.
+# directives; $2: more locations; $3: more proxy_set_header lines; $4: more
+# http-level blocks (upstreams, servers).
 start_nginx_proxy() {
     cat > "$work/proxy.conf" <<CONF
 worker_processes $WORKERS;
@@ -119,6 +129,7 @@ http {
         }
         ${2:-}
     }
+    ${4:-}
 }
 CONF
     nginx -c "$work/proxy.conf" -p "$work" -e "$work/proxy-error.log"
@@ -127,7 +138,7 @@ CONF
 # HAProxy as the proxy under test: $WORKERS threads, keep-alive upstream
 # (http-reuse always), a request id and X-Forwarded-For added upstream, one
 # JSON access-log line per request on stdout (redirected to a file). $1: more
-# bind lines (e.g. TLS). Its pid goes to $work/haproxy.pid; the cleanup stops
+# bind lines (e.g. TLS); $2: more rules for the frontend; $3: more sections. Its pid goes to $work/haproxy.pid; the cleanup stops
 # it with the others.
 start_haproxy_proxy() {
     cat > "$work/haproxy.cfg" <<CONF
@@ -151,9 +162,11 @@ frontend bench
     option forwardfor
     log-format '{"ts":"%tr","request_id":"%ID","method":"%HM","path":"%HPO","status":%ST,"duration_ms":%Ta,"upstream":"%si:%sp","client_ip":"%ci","bytes_out":%B,"user_agent":"%{+Q}[capture.req.hdr(0)]"}'
     http-request capture req.hdr(User-Agent) len 128
+    ${2:-}
     use_backend bench if { path_beg /bench/ }
 backend bench
     server b1 127.0.0.1:$BACKEND maxconn 1000
+${3:-}
 CONF
     haproxy -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
     echo $! > "$work/haproxy.pid"
@@ -169,14 +182,15 @@ start_portico() {
 }
 
 # Waits (10 s at most) until every URL answers 2xx (https ones over HTTP/2
-# by ALPN when offered, certificate not checked); otherwise prints the logs
-# and exits 1.
+# by ALPN when offered, certificate not checked; h2c://… ones over HTTP/2
+# with prior knowledge); otherwise prints the logs and exits 1.
 wait_up() {
     local url
     all_up() {
         for url in "$@"; do
             case $url in
                 https:*) curl -skf --http2 "$url" >/dev/null 2>&1 || return 1 ;;
+                h2c:*) curl -sf --http2-prior-knowledge "http:${url#h2c:}" >/dev/null 2>&1 || return 1 ;;
                 *) curl -sf "$url" >/dev/null 2>&1 || return 1 ;;
             esac
         done

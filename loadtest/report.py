@@ -20,6 +20,8 @@ TITLES = {
     "https": "HTTPS keep-alive",
     "h2": "HTTP/2 over TLS, h2load -m 10",
     "1mib": "1 MiB response",
+    "websocket": "WebSocket round trips, 64 active + 1,000 open sockets",
+    "h2upstream": "HTTP/2 to the backend (h2c both sides), h2load -m 10",
 }
 
 

@@ -362,10 +362,19 @@ impl UpstreamClient {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // HTTP/2 carries the host in `:authority`, and a `Host` beside it
+        // that differs is malformed (nginx refuses it as a duplicate): the
+        // client's host, which HTTP/1.1 backends get as `Host`, becomes
+        // `:authority`. The connection is the backend's all the same.
+        let authority = parts
+            .headers
+            .remove(http::header::HOST)
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+            .unwrap_or_else(|| backend.authority.clone());
         parts.uri = Uri::from_parts({
             let mut u = http::uri::Parts::default();
             u.scheme = Some(backend.scheme.clone());
-            u.authority = Some(backend.authority.clone());
+            u.authority = Some(authority);
             u.path_and_query = Some(pq);
             u
         })

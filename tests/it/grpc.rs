@@ -59,6 +59,8 @@ async fn h2_backend_with(tls: Option<tokio_rustls::TlsAcceptor>) -> (SocketAddr,
             tokio::spawn(async move {
                 let svc = service_fn(|req: Request<Incoming>| async move {
                     let te = req.headers().get("te").cloned();
+                    let authority = req.uri().authority().map(|a| a.to_string());
+                    let host = req.headers().get("host").cloned();
                     let slow = req.uri().path().ends_with("/slow");
                     let version = req.version();
                     let _ = req.into_body().collect().await;
@@ -78,6 +80,14 @@ async fn h2_backend_with(tls: Option<tokio_rustls::TlsAcceptor>) -> (SocketAddr,
                         .insert("content-type", "application/grpc".parse().unwrap());
                     resp.headers_mut()
                         .insert("x-seen-te", te.unwrap_or_else(|| "none".parse().unwrap()));
+                    resp.headers_mut().insert(
+                        "x-seen-authority",
+                        authority.unwrap_or_default().parse().unwrap(),
+                    );
+                    resp.headers_mut().insert(
+                        "x-seen-host",
+                        host.unwrap_or_else(|| "none".parse().unwrap()),
+                    );
                     resp.headers_mut()
                         .insert("x-seen-version", format!("{version:?}").parse().unwrap());
                     Ok::<_, Infallible>(resp)
@@ -137,6 +147,10 @@ async fn trailers_pass_end_to_end_over_one_multiplexed_h2c_connection() {
             "te: trailers reaches the backend"
         );
         assert_eq!(resp.headers()["x-seen-version"], "HTTP/2.0");
+        // The client's host is the backend's :authority, with no Host
+        // beside it (which strict servers refuse as a duplicate).
+        assert_eq!(resp.headers()["x-seen-authority"], gw.addr.to_string());
+        assert_eq!(resp.headers()["x-seen-host"], "none");
         let body = resp.into_body().collect().await.unwrap();
         let trailers = body.trailers().cloned().expect("trailers came through");
         assert_eq!(trailers["grpc-status"], "0");
@@ -148,6 +162,18 @@ async fn trailers_pass_end_to_end_over_one_multiplexed_h2c_connection() {
         1,
         "20 calls on one connection"
     );
+    // An HTTP/1.1 client's Host becomes :authority too.
+    let resp = crate::support::client::send(
+        &crate::support::client::http1(),
+        Request::get(&url)
+            .header("host", "api.example.com")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-seen-authority"), Some("api.example.com"));
+    assert_eq!(resp.header("x-seen-host"), Some("none"));
     gw.shutdown().await;
 }
 
