@@ -34,6 +34,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::OtlpSettings;
 use crate::observability::metrics::{Metrics, RouteMetrics};
+use crate::proxy::dns::Dns;
 use crate::proxy::trace::{Sampler, TraceContext};
 
 /// What the request path knows about one finished request, kept until it
@@ -122,7 +123,7 @@ enum ExportError {
     Body(#[from] hyper::Error),
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector<Dns>>, Full<Bytes>>;
 
 /// Sends queued spans to the collector.
 pub struct Exporter {
@@ -148,7 +149,7 @@ impl Exporter {
                 .trace_spans_dropped
                 .with_label_values(&["queue_full"]),
         });
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(Dns::system());
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.export_timeout));

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod discovery;
+pub mod dns;
 pub mod endpoints;
 pub mod error;
 pub mod exchange;

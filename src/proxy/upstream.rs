@@ -15,6 +15,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+
+use super::dns::Dns;
 use parking_lot::Mutex;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -125,9 +127,9 @@ type Shard = Mutex<HashMap<PoolKey, Vec<Idle>>>;
 const SHARDS: usize = 64;
 
 struct Pool {
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<HttpConnector<Dns>>,
     /// For `https://` backends with `http2: true`: TLS offering only `h2`.
-    connector_h2: HttpsConnector<HttpConnector>,
+    connector_h2: HttpsConnector<HttpConnector<Dns>>,
     idle: Box<[Shard]>,
     /// HTTP/2 (`h2c://`) connections, one per backend per shard: requests
     /// are multiplexed on it (as many streams as the backend allows).
@@ -235,14 +237,18 @@ impl Pool {
 
 impl UpstreamClient {
     /// A client trusting the webpki roots (public CAs).
-    pub fn new(timeouts: PoolTimeouts) -> Result<Self, UpstreamSetupError> {
+    pub fn new(timeouts: PoolTimeouts, dns: Dns) -> Result<Self, UpstreamSetupError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        Self::with_roots(timeouts, roots)
+        Self::with_roots(timeouts, roots, dns)
     }
 
     /// A client trusting only the CAs in a PEM file (private CAs).
-    pub fn with_ca_file(timeouts: PoolTimeouts, path: &Path) -> Result<Self, UpstreamSetupError> {
+    pub fn with_ca_file(
+        timeouts: PoolTimeouts,
+        path: &Path,
+        dns: Dns,
+    ) -> Result<Self, UpstreamSetupError> {
         let pem = std::fs::read(path).map_err(|source| UpstreamSetupError::CaRead {
             path: path.to_owned(),
             source,
@@ -257,19 +263,20 @@ impl UpstreamClient {
                 path: path.to_owned(),
             });
         }
-        Self::with_roots(timeouts, roots)
+        Self::with_roots(timeouts, roots, dns)
     }
 
     fn with_roots(
         timeouts: PoolTimeouts,
         roots: rustls::RootCertStore,
+        dns: Dns,
     ) -> Result<Self, UpstreamSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(dns);
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeouts.connect));
@@ -519,7 +526,7 @@ impl UpstreamClient {
 /// A TCP (and, for `https://`, TLS) connection to `backend` through
 /// `connector`; any failure to open it counts as a connect failure.
 async fn dial(
-    connector: &HttpsConnector<HttpConnector>,
+    connector: &HttpsConnector<HttpConnector<Dns>>,
     backend: &Backend,
 ) -> Result<
     hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>,
@@ -675,6 +682,8 @@ impl Upstream {
 /// private CA file. Kept across reloads so that routes keep warm pools.
 pub struct UpstreamClients {
     timeouts: PoolTimeouts,
+    /// How backends named by host name are resolved on connect.
+    dns: Dns,
     default: UpstreamClient,
     /// `dns.nameservers` (empty: /etc/resolv.conf), and the resolver made
     /// from them on first use by a route with `discovery: dns`.
@@ -686,9 +695,11 @@ pub struct UpstreamClients {
 
 impl UpstreamClients {
     pub fn new(timeouts: PoolTimeouts) -> Result<Self, UpstreamSetupError> {
+        let dns = Dns::system();
         Ok(UpstreamClients {
             timeouts,
-            default: UpstreamClient::new(timeouts)?,
+            default: UpstreamClient::new(timeouts, dns.clone())?,
+            dns,
             nameservers: Vec::new(),
             resolver: std::sync::OnceLock::new(),
             by_ca: Mutex::new(HashMap::new()),
@@ -728,7 +739,7 @@ impl UpstreamClients {
         if let Some(c) = self.by_ca.lock().get(&key) {
             return Ok(c.clone());
         }
-        let client = UpstreamClient::with_ca_file(self.timeouts, path)?;
+        let client = UpstreamClient::with_ca_file(self.timeouts, path, self.dns.clone())?;
         self.by_ca.lock().insert(key, client.clone());
         Ok(client)
     }

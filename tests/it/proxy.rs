@@ -619,3 +619,23 @@ async fn trace_context_is_continued_or_started_and_logged() {
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[tokio::test]
+async fn backends_named_by_host_name_resolve_with_portico_s_own_dns_client() {
+    // `localhost` comes from /etc/hosts, read by Portico's resolver (not
+    // getaddrinfo, which a static binary in a scratch image cannot use).
+    let backend = Backend::start("named").await;
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - prefix: /named\n    backend: http://localhost:{}\n  - prefix: /nowhere\n    backend: http://no-such-backend.invalid:80\n",
+        backend.addr.port()
+    ))
+    .await;
+    let reply = get(gw.addr, "/named/x").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(backend.last().target, "/named/x");
+    // A name that does not resolve is a connect failure: 502.
+    let reply = get(gw.addr, "/nowhere").await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.json()["error"], "upstream_unavailable");
+    gw.shutdown().await;
+}
