@@ -551,3 +551,67 @@ fn metric_tokens_are_found_and_stripped() {
     assert_eq!(family("portico_requests_total_count"), None);
     assert_eq!(family("portico_requests"), None);
 }
+
+#[test]
+fn the_overlays_say_what_they_promise() {
+    // prod: the base, with the image pinned by digest under the name the
+    // base uses.
+    let prod = document("overlays/prod/kustomization.yaml");
+    let resources = list(&prod, &["resources"]);
+    assert_eq!(resources[0].as_scalar().unwrap().as_str(), "../..");
+    let images = list(&prod, &["images"]);
+    assert_eq!(images.len(), 1);
+    let deployment = document("deployment.yaml");
+    let container = &list(&deployment, &["spec", "template", "spec", "containers"])[0];
+    let base_image = text(container, &["image"]);
+    assert_eq!(
+        base_image.split(':').next().unwrap(),
+        text(&images[0], &["name"]),
+        "the images: entry names the base's image"
+    );
+    let digest = text(&images[0], &["digest"]);
+    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+    assert!(
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{digest}"
+    );
+    assert_eq!(text(container, &["imagePullPolicy"]), "Always");
+
+    // dev: one replica (and an HPA that agrees), debug logging, HTTPS
+    // with the certificate's Secret mounted where portico.yaml looks.
+    let dev = document("overlays/dev/kustomization.yaml");
+    let replicas = &list(&dev, &["replicas"])[0];
+    assert_eq!(text(replicas, &["count"]), "1");
+    let patches = list(&dev, &["patches"]);
+    let patch_text: String = patches
+        .iter()
+        .map(|p| text(p, &["patch"]).to_owned())
+        .collect();
+    assert!(
+        patch_text.contains("/spec/minReplicas\n  value: 1"),
+        "{patch_text}"
+    );
+    let config_text = read("overlays/dev/portico.yaml");
+    let config = portico::config::parse_gateway_config(Path::new("portico.yaml"), &config_text)
+        .unwrap_or_else(|e| panic!("overlays/dev/portico.yaml: {e}"));
+    assert_eq!(config.log_level.as_deref(), Some("debug"));
+    assert!(config.listen.https.is_some());
+    let cert = &config.tls.as_ref().unwrap().certificates[0];
+    assert!(cert.cert.starts_with("/etc/portico/tls"), "{cert:?}");
+    assert!(
+        patch_text.contains("mountPath: /etc/portico/tls"),
+        "the Secret is mounted where portico.yaml reads it"
+    );
+    let certificate = documents("overlays/dev/certificate.yaml")
+        .into_iter()
+        .find(|d| text(d, &["kind"]) == "Certificate")
+        .expect("a cert-manager Certificate");
+    assert_eq!(
+        text(&certificate, &["spec", "secretName"]),
+        "portico-dev-tls"
+    );
+    assert!(patch_text.contains("secretName: portico-dev-tls"));
+    let generator = &list(&dev, &["configMapGenerator"])[0];
+    assert_eq!(text(generator, &["name"]), "portico-config");
+    assert_eq!(text(generator, &["behavior"]), "replace");
+}
