@@ -134,6 +134,11 @@ pub async fn start(
         );
     }
 
+    let (canary, key) = crate::routing::canary::CanaryGate::new(
+        crate::operator::access::AllowList::new(cfg.operator.allow.clone()),
+        cfg.operator.token_file.clone(),
+    );
+    tracing::debug!(key = ?key, "sticky canary cookies are signed with a key from {key:?}");
     let gateway = Arc::new(Gateway::new(
         live.clone(),
         &metrics,
@@ -144,6 +149,7 @@ pub async fn start(
         },
         cfg.limits.max_inflight,
         drain.inflight.clone(),
+        canary,
     ));
     // Before any "listening" line: from then on SIGHUP must mean "reload".
     let hup = crate::lifecycle::watch::sighup();

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::lifecycle::drain::{InflightEntry, InflightRegistry};
 use crate::observability::metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
+use crate::routing::canary::{self, CanaryGate};
 use crate::routing::live::LiveRoutes;
 use crate::routing::table::Route;
 use crate::routing::{path, reserved};
@@ -62,6 +63,9 @@ pub struct Gateway {
     inflight: InflightLimit,
     /// Requests in flight, listed so that shutdown can name the unfinished.
     registry: InflightRegistry,
+    /// Who reaches a route's canary (operator peers and token, the sticky
+    /// cookie key).
+    canary: CanaryGate,
 }
 
 impl Gateway {
@@ -71,6 +75,7 @@ impl Gateway {
         limits: RequestLimits,
         max_inflight: usize,
         registry: InflightRegistry,
+        canary: CanaryGate,
     ) -> Self {
         Gateway {
             live,
@@ -81,6 +86,7 @@ impl Gateway {
             limits,
             inflight: InflightLimit::new(max_inflight, Some(metrics.inflight.clone())),
             registry,
+            canary,
         }
     }
 
@@ -135,6 +141,9 @@ impl Gateway {
                 headers::strip_hop_by_hop(&mut head.headers);
                 head.headers
                     .insert(request_id::X_REQUEST_ID.clone(), request_id);
+                if let Some(cookie) = x.set_cookie.take() {
+                    head.headers.append(header::SET_COOKIE, cookie);
+                }
                 Response::from_parts(head, GatewayBody::upstream(body))
             }
             Err(e) if grpc => {
@@ -200,6 +209,9 @@ impl Gateway {
             x.metrics = selected.miss.clone();
             return Err(ProxyError::NoRoute);
         };
+        // Stable or canary; the canary's signals never go upstream.
+        let (route, cookie) = self.canary(route, &mut parts.headers, &conn).await;
+        x.set_cookie = cookie;
         x.metrics = route.metrics.clone();
 
         // Shed load at once rather than queue behind a slow upstream.
@@ -594,6 +606,32 @@ impl Replay {
 }
 
 impl Gateway {
+    /// Removes the canary header, cookie and token (from every request),
+    /// and returns the side of `route` the request goes to: its canary for
+    /// an operator who asks, or when dealt by weight; the route otherwise.
+    /// With it, the sticky cookie to set, if one was dealt.
+    async fn canary(
+        &self,
+        route: Arc<Route>,
+        headers: &mut http::HeaderMap,
+        conn: &ConnInfo,
+    ) -> (Arc<Route>, Option<HeaderValue>) {
+        let sticky = route.canary.as_ref().and_then(|c| c.sticky.as_deref());
+        let signals = canary::take(headers, sticky);
+        let Some(c) = &route.canary else {
+            return (route, None);
+        };
+        let choice = self
+            .canary
+            .choose(c, &signals, conn.peer.ip(), conn.tls)
+            .await;
+        if choice.canary {
+            (c.route.clone(), choice.set_cookie)
+        } else {
+            (route, choice.set_cookie)
+        }
+    }
+
     /// The checks on the request head before anything looks at the path,
     /// then the normalized path.
     fn checked_path(&self, parts: &http::request::Parts) -> Result<Arc<str>, ProxyError> {

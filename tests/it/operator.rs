@@ -576,6 +576,7 @@ async fn metrics_parse_and_count_exactly_what_was_sent() {
             &[
                 ("host", "*"),
                 ("route", route),
+                ("canary", "false"),
                 ("method", method),
                 ("status", status),
             ],
@@ -624,7 +625,7 @@ async fn metrics_parse_and_count_exactly_what_was_sent() {
             value(
                 &s,
                 "portico_request_duration_seconds_count",
-                &[("host", "*"), ("route", route)]
+                &[("host", "*"), ("route", route), ("canary", "false")]
             ),
             n,
             "{route}"
@@ -765,6 +766,7 @@ async fn public_listener_404s_operator_paths_and_counts_them_as_none() {
             &[
                 ("host", "*"),
                 ("route", "none"),
+                ("canary", "false"),
                 ("method", "GET"),
                 ("status", "404")
             ]
