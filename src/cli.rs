@@ -6,9 +6,12 @@ use std::path::Path;
 
 use crate::config::{self, ConfigErrors, GatewayConfig, HostPattern, RouteSpec};
 use crate::observability::logging;
+use crate::observability::metrics::Metrics;
+use crate::proxy::upstream::{PoolTimeouts, UpstreamClients};
 use crate::routing::host::HostMatch;
 use crate::routing::matcher::RouteMatcher;
 use crate::routing::path;
+use crate::routing::table::{BuildContext, RouteTable};
 
 /// Exit code for a configuration the gateway refuses.
 pub const EXIT_INVALID: u8 = 1;
@@ -64,8 +67,11 @@ pub fn serve(config_path: &Path) -> u8 {
     })
 }
 
-/// `portico check`: every error of both files, then exit 1; or a summary and 0.
-pub fn check(config_path: &Path) -> u8 {
+/// `portico check`: every error of both files, then exit 1; or a summary and
+/// 0. The route file's tests run against the table built as a reload would
+/// build it; a failing one is an error like any other. With `lint`, the
+/// warnings of [`config::governance::lint`] too (they never fail the check).
+pub fn check(config_path: &Path, lint: bool) -> u8 {
     let cfg = match config::load_gateway_config(config_path) {
         Ok(c) => c,
         Err(errors) => return report(&errors),
@@ -82,18 +88,61 @@ pub fn check(config_path: &Path) -> u8 {
         );
         return EXIT_INVALID;
     }
-    match config::load_route_file(&cfg.routes_file) {
-        Ok(routes) => {
-            println!(
-                "{}: ok\n{}: ok, {} route(s)",
-                config_path.display(),
-                cfg.routes_file.display(),
-                routes.routes.len()
-            );
-            0
-        }
-        Err(errors) => report(&errors),
+    let mut file = match config::load_route_file(&cfg.routes_file) {
+        Ok(f) => f,
+        Err(errors) => return report(&errors),
+    };
+    let warnings = if lint {
+        config::governance::lint(&file)
+    } else {
+        Vec::new()
+    };
+    for w in &warnings {
+        eprintln!("{w}");
     }
+    let count = file.routes.len();
+    let tests = std::mem::take(&mut file.tests);
+    let table = match build_table(&cfg, file) {
+        Ok(t) => t,
+        Err(message) => {
+            eprintln!("{message}");
+            return EXIT_INVALID;
+        }
+    };
+    if let Err(failed) = crate::routing::assertions::check(&table, &tests) {
+        eprintln!("{failed}");
+        return EXIT_INVALID;
+    }
+    println!(
+        "{}: ok\n{}: ok, {count} route(s), {} test(s) passed{}",
+        config_path.display(),
+        cfg.routes_file.display(),
+        tests.len(),
+        if lint {
+            format!(", {} warning(s)", warnings.len())
+        } else {
+            String::new()
+        }
+    );
+    0
+}
+
+/// The table a reload would build from `file` (no previous table, no
+/// runtime: nothing is connected or resolved).
+fn build_table(cfg: &GatewayConfig, file: config::RouteFile) -> Result<RouteTable, String> {
+    let clients = UpstreamClients::new(PoolTimeouts {
+        connect: cfg.limits.upstream_connect_timeout,
+        idle: cfg.limits.upstream_idle_timeout,
+    })
+    .map_err(|e| format!("cannot set up upstream clients: {e}"))?;
+    let metrics = Metrics::new();
+    let ctx = BuildContext {
+        metrics: &metrics,
+        clients: &clients,
+        default_timeout: cfg.limits.upstream_timeout,
+        previous: None,
+    };
+    RouteTable::build(file, &ctx).map_err(|e| crate::proxy::error_chain(&e))
 }
 
 /// `portico routes`: the table, or the route a request picks and why.

@@ -27,10 +27,13 @@ enum Command {
         #[arg(long, env = "PORTICO_CONFIG", default_value = portico::config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Validate the config and route file; print every error as FILE:LINE:COL: message.
+    /// Validate the config and route file and run the route file's tests; print every error as FILE:LINE:COL: message.
     Check {
         #[arg(long, env = "PORTICO_CONFIG", default_value = portico::config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Also print warnings (shadowed routes, owners sharing a subtree, first segments that are not functions); they do not fail the check.
+        #[arg(long)]
+        lint: bool,
     },
     /// Print the route table, or which route a path picks and why.
     Routes {
@@ -58,7 +61,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let code = match args.command {
         Command::Serve { config } => cli::serve(&config),
-        Command::Check { config } => cli::check(&config),
+        Command::Check { config, lint } => cli::check(&config, lint),
         Command::Routes { config, path, host } => {
             cli::routes(&config, path.as_deref(), host.as_deref())
         }

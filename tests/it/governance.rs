@@ -345,7 +345,6 @@ async fn a_sticky_canary_keeps_each_client_on_its_side_and_ignores_forged_cookie
 }
 
 /// Starts a gateway whose route file lives in a ConfigMap-style directory.
-#[allow(dead_code)]
 async fn gateway_on_configmap(initial: &str) -> (TestGateway, ConfigMapDir) {
     let dir = tempfile::tempdir().unwrap();
     let cm_dir = dir.path().join("config");
@@ -359,4 +358,194 @@ async fn gateway_on_configmap(initial: &str) -> (TestGateway, ConfigMapDir) {
         portico::config::parse_gateway_config(&dir.path().join("portico.yaml"), &yaml).unwrap();
     let routes = cm.file();
     (TestGateway::start_cfg(cfg, dir, routes).await, cm)
+}
+
+/// A route file sending /svc to `backend`, whose test expects `expected`.
+fn svc_with_test(backend: &Backend, expected: &Backend) -> String {
+    format!(
+        "routes:\n  - prefix: /svc\n    backend: {}\ntests:\n  - path: /svc/x\n    expect:\n      route: /svc\n      backend: {}\n",
+        backend.url(),
+        expected.url()
+    )
+}
+
+#[tokio::test]
+async fn a_reload_whose_assertion_fails_is_rejected_and_a_passing_one_is_taken() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (gw, mut cm) = gateway_on_configmap(&svc_with_test(&a, &a)).await;
+    assert_eq!(gw.live.generation(), 1, "{:?}", gw.live.status().last_error);
+    assert_eq!(
+        crate::support::client::get(gw.addr, "/svc/x").await.json()["backend"],
+        "a"
+    );
+
+    // The team moves /svc to b but its test still says a: rejected.
+    cm.swap(&svc_with_test(&b, &a));
+    let started = std::time::Instant::now();
+    while gw.live.status().last_error.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the failing test was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = gw.live.status().last_error.unwrap();
+    let file = cm.file().display().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{file}:8:16: tests[0]: GET /svc/x: expected backend {}, chosen {}",
+            a.url(),
+            b.url()
+        )),
+        "{err}"
+    );
+    assert_eq!(gw.live.generation(), 1);
+    assert_eq!(
+        crate::support::client::get(gw.addr, "/svc/x").await.json()["backend"],
+        "a",
+        "the old table serves"
+    );
+    let text = gw.metrics.render();
+    assert!(
+        text.contains("portico_config_reloads_total{result=\"failure\"} 1"),
+        "{text}"
+    );
+    let routes = crate::support::client::get(gw.operator_addr, "/routes")
+        .await
+        .json();
+    assert!(
+        routes["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("expected backend"),
+        "{routes}"
+    );
+
+    // The test is fixed with the route: taken.
+    cm.swap(&svc_with_test(&b, &b));
+    let started = std::time::Instant::now();
+    while gw.live.generation() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the fixed file was not taken: {:?}",
+            gw.live.status().last_error
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        crate::support::client::get(gw.addr, "/svc/x").await.json()["backend"],
+        "b"
+    );
+    assert!(gw.live.status().last_error.is_none());
+    gw.shutdown().await;
+}
+
+/// `portico check [--lint]` on `routes` (with a minimal portico.yaml):
+/// exit code, stdout, stderr and the route file's path as printed.
+fn check(routes: &str, lint: bool) -> (i32, String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::support::binary::write_config(dir.path(), routes, "");
+    let mut args = vec!["check", "--config", cfg.to_str().unwrap()];
+    if lint {
+        args.push("--lint");
+    }
+    let out = crate::support::binary::run(&args);
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        dir.path().join("routes.yaml").display().to_string(),
+    )
+}
+
+#[test]
+fn check_runs_the_route_files_tests_and_prints_failures_with_positions() {
+    let routes = "routes:
+  - prefix: /billing
+    backend: http://billing:8080
+  - prefix: /billing/reports
+    backend: http://reports:8080
+    canary: {backend: http://reports-v2:8080}
+tests:
+  - path: /billing/reports/q1
+    from_operator: true
+    canary: true
+    expect: {route: /billing/reports, backend: http://reports-v2:8080}
+  - path: /billing/reportsX
+    expect:
+      route: /billing/reports
+";
+    let (code, _, err, file) = check(routes, false);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "{file}:14:14: tests[1]: GET /billing/reportsX: expected route /billing/reports, chosen /billing (line 2)"
+        )
+    );
+    let passing = routes.replace("route: /billing/reports\n", "route: /billing\n");
+    let (code, out, err, _) = check(&passing, false);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 route(s), 2 test(s) passed"), "{out}");
+}
+
+#[test]
+fn lint_warns_with_positions_and_exits_0() {
+    let routes = "routes:
+  - prefix: /billing
+    backend: http://billing:8080
+    owner: billing
+  - prefix: /billing/admin
+    backend: http://admin:8080
+    owner: platform
+  - prefix: /billing/old
+    backend: http://billing:8080
+    owner: billing
+  - prefix: /orders
+    backend: http://orders:8080
+    owner: orders
+  - prefix: /orders/shared
+    backend: http://platform:8080
+    owner: platform
+    shared: true
+";
+    let (code, out, err, file) = check(routes, true);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("warning(s)"), "{out}");
+    let lines: Vec<&str> = err.lines().collect();
+    let expected = [
+        format!(
+            "{file}:2:13: warning: route \"/billing\": first segment \"billing\" is not a declared function; declare the business functions (functions: [billing, orders])"
+        ),
+        format!(
+            "{file}:5:13: warning: route \"/billing/admin\" (owner platform) lies under \"/billing\" (owner billing, line 2): two owners share this subtree"
+        ),
+        format!(
+            "{file}:8:13: warning: route \"/billing/old\" is shadowed by \"/billing\" (line 2)"
+        ),
+        format!(
+            "{file}:11:13: warning: route \"/orders\": first segment \"orders\" is not a declared function"
+        ),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{err}");
+    for (line, want) in lines.iter().zip(&expected) {
+        assert!(line.starts_with(want.as_str()), "{line}\nwanted {want}");
+    }
+    // Without --lint: no warnings.
+    let (code, _, err, _) = check(routes, false);
+    assert_eq!((code, err.as_str()), (0, ""));
+    // With functions declared, the first-segment warnings go, and a path
+    // outside them is an error with its position.
+    let declared = format!("functions: [billing, orders]\n{routes}");
+    let (code, _, err, _) = check(&declared, true);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.lines().count(), 2, "{err}");
+    let outside = format!("{declared}  - prefix: /payments\n    backend: http://p:8080\n");
+    let (code, _, err, file) = check(&outside, true);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{file}:19:13: route \"/payments\": first segment \"payments\" is not a function; functions: billing, orders")),
+        "{err}"
+    );
 }
