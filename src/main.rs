@@ -42,9 +42,15 @@ enum Command {
         /// A request path to resolve.
         #[arg(long = "match", value_name = "PATH")]
         path: Option<String>,
-        /// The Host the request would carry (shown; routes match on path only).
+        /// The Host the request would carry (picks the host table).
         #[arg(long)]
         host: Option<String>,
+        /// The request comes from an operator (TCP peer in operator.allow, or the canary token).
+        #[arg(long)]
+        operator: bool,
+        /// The request asks for the route's canary (x-portico-canary: 1 or the cookie portico-canary=1).
+        #[arg(long)]
+        canary: bool,
     },
     /// Run the gateway with built-in demo backends on loopback.
     Demo {
@@ -62,9 +68,18 @@ fn main() -> ExitCode {
     let code = match args.command {
         Command::Serve { config } => cli::serve(&config),
         Command::Check { config, lint } => cli::check(&config, lint),
-        Command::Routes { config, path, host } => {
-            cli::routes(&config, path.as_deref(), host.as_deref())
-        }
+        Command::Routes {
+            config,
+            path,
+            host,
+            operator,
+            canary,
+        } => cli::routes(
+            &config,
+            path.as_deref(),
+            host.as_deref(),
+            cli::AsRequest { operator, canary },
+        ),
         Command::Demo {
             listen,
             listen_https,

@@ -549,3 +549,76 @@ fn lint_warns_with_positions_and_exits_0() {
         "{err}"
     );
 }
+
+#[test]
+fn routes_match_explains_near_misses_and_the_canary_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::support::binary::write_config(
+        dir.path(),
+        "routes:
+  - prefix: /billing
+    backend: http://billing:8080
+  - prefix: /billing/reports
+    backend: http://reports:8080
+    strip_prefix: true
+    canary: {backend: http://reports-v2:8080, weight: 5, sticky: cookie}
+  - prefix: /billing/reports/archive
+    backend: http://archive:8080
+",
+        "",
+    );
+    let explain = |args: &[&str]| {
+        let mut all = vec!["routes", "--config", cfg.to_str().unwrap(), "--match"];
+        all.extend_from_slice(args);
+        let out = crate::support::binary::run(&all);
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let text = explain(&["/billing/reportsX"]);
+    assert!(text.contains("route:   /billing (line 2)"), "{text}");
+    assert!(
+        text.contains("not matched: /billing/reports (line 4): segment 2 is \"reportsX\", the prefix wants \"reports\""),
+        "{text}"
+    );
+    assert!(text.contains("canary:  none on this route"), "{text}");
+
+    let text = explain(&["/billing/reports/2024", "--canary"]);
+    assert!(
+        text.contains("not matched: /billing/reports/archive (line 8): segment 3 is \"2024\", the prefix wants \"archive\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("canary:  http://reports-v2:8080 (weight 5%, sticky cookie)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "canary decision: not taken for asking: it asks (--canary) but is not from an operator"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "backend: http://reports:8080 (95%), or the canary http://reports-v2:8080 (5%)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("upstream path: /2024"), "{text}");
+
+    let text = explain(&["/billing/reports/2024", "--canary", "--operator"]);
+    assert!(
+        text.contains("canary decision: taken: an operator (--operator) asks for it (--canary)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("backend: http://reports-v2:8080 (the canary)"),
+        "{text}"
+    );
+
+    let text = explain(&["/billing/reports/2024", "--operator"]);
+    assert!(
+        text.contains("canary decision: not taken: from an operator, but it does not ask"),
+        "{text}"
+    );
+}
