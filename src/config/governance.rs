@@ -260,6 +260,56 @@ mod tests {
         assert_eq!(ancestors("/x/").collect::<Vec<_>>(), ["/x/", "/x", "/"]);
     }
 
+    fn file(yaml: &str) -> RouteFile {
+        super::super::parse_route_file(std::path::Path::new("r.yaml"), yaml).unwrap()
+    }
+
+    #[test]
+    fn lint_findings() {
+        let f = file(
+            "functions: [a, b]
+routes:
+  - prefix: /a
+    backend: http://a:1
+    owner: team-a
+  - exact: /a/x
+    backend: http://a:1
+  - exact: /a/y
+    backend: http://a:1
+    timeout: 5s
+  - host: api.example.com
+    prefix: /a/z
+    backend: http://a:1
+    owner: team-b
+  - prefix: /a/shared
+    backend: http://s:1
+    owner: team-b
+    shared: true
+  - prefix: /b
+    backend: http://b:1
+    owner: team-b
+  - prefix: /b/c
+    backend: http://c:1
+    owner: team-c
+",
+        );
+        let found: Vec<String> = lint(&f).iter().map(ToString::to_string).collect();
+        assert_eq!(found.len(), 2, "{found:#?}");
+        // An exact path the prefix above would serve the same way.
+        assert!(
+            found[0].starts_with(
+                "r.yaml:6:12: warning: route \"=/a/x\" is shadowed by \"/a\" (line 3)"
+            ),
+            "{found:#?}"
+        );
+        // Another owner under /b without shared: true; another host's /a/z
+        // and the shared /a/shared are not.
+        assert!(
+            found[1].starts_with("r.yaml:22:13: warning: route \"/b/c\" (owner team-c) lies under \"/b\" (owner team-b, line 19)"),
+            "{found:#?}"
+        );
+    }
+
     #[test]
     fn under_is_segment_wise() {
         assert!(under("/billing", "/billing/reports"));

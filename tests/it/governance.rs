@@ -193,6 +193,19 @@ async fn operator_canary_is_reached_only_by_operators_who_ask() {
     assert_clean(&canary.seen(), None);
     assert_clean(&stable.seen(), None);
 
+    // Operators see the canary in /routes.
+    let auth = format!("Bearer {TOKEN}");
+    let routes = crate::support::client::get_with(
+        gw.operator_addr,
+        "/routes",
+        &[("authorization", auth.as_str())],
+    )
+    .await
+    .json();
+    let c = &routes["routes"][0]["canary"];
+    assert_eq!(c["backends"][0], canary.url(), "{routes}");
+    assert_eq!(c["weight"], 0);
+
     // Metrics tell canary traffic apart, on the route's own label.
     let text = gw.metrics.render();
     assert!(

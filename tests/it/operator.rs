@@ -435,6 +435,9 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 "strip_prefix": true,
                 "timeout_ms": 5000,
                 "max_inflight": 10,
+                "canary": null,
+                "owner": null,
+                "shared": false,
             },
             {
                 "host": null,
@@ -455,6 +458,9 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 // limits.upstream_timeout's default.
                 "timeout_ms": 30000,
                 "max_inflight": null,
+                "canary": null,
+                "owner": null,
+                "shared": false,
             },
         ])
     );
