@@ -2,7 +2,8 @@
 //!
 //! * An operator who asks: the TCP peer is inside `operator.allow`, or the
 //!   request carries the operator token in `x-portico-canary-token`
-//!   (compared in constant time, read from `operator.token_file`); and it
+//!   (compared in constant time, read from `operator.token_file` at most
+//!   once a second); and it
 //!   asks with `x-portico-canary: 1` or the cookie `portico-canary=1`.
 //!   Asking alone does nothing: a public client's headers and cookies never
 //!   choose the canary (fail-closed).
@@ -25,7 +26,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::header::{COOKIE, HeaderMap, HeaderName, HeaderValue};
+use parking_lot::Mutex;
 use ring::hmac;
+use tokio::time::Instant;
 
 use crate::operator::access::{AllowList, TokenFile, constant_time_eq, token_eq};
 
@@ -164,8 +167,19 @@ pub struct Choice {
 pub struct CanaryGate {
     allow: AllowList,
     token: Option<TokenFile>,
+    /// The token as last read, and when: a public client can send tokens
+    /// at will, so the file is read at most once per [`TOKEN_TTL`] rather
+    /// than once per request (a rotation takes effect within it).
+    cached: Mutex<Option<(Instant, Token)>>,
     key: hmac::Key,
 }
+
+/// The operator token as read (`None`: the file is unreadable or empty).
+type Token = Option<Arc<[u8]>>;
+
+/// How long a token read from `operator.token_file` is used before the
+/// file is read again.
+const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where the sticky-cookie key came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +225,7 @@ impl CanaryGate {
         let gate = CanaryGate {
             allow,
             token: token_file.map(TokenFile::new),
+            cached: Mutex::new(None),
             key,
         };
         (gate, source)
@@ -226,10 +241,23 @@ impl CanaryGate {
         let (Some(file), Some(presented)) = (&self.token, token) else {
             return false;
         };
-        match file.read().await {
-            Some(expected) => token_eq(presented.as_bytes().trim_ascii(), &expected),
-            None => false,
-        }
+        let now = Instant::now();
+        let fresh = self
+            .cached
+            .lock()
+            .as_ref()
+            .filter(|(at, _)| now.duration_since(*at) < TOKEN_TTL)
+            .map(|(_, t)| t.clone());
+        let expected = match fresh {
+            Some(t) => t,
+            None => {
+                // Fail-closed: an unreadable or empty file lets no token in.
+                let t: Token = file.read().await.map(Arc::from);
+                *self.cached.lock() = Some((now, t.clone()));
+                t
+            }
+        };
+        expected.is_some_and(|e| token_eq(presented.as_bytes().trim_ascii(), &e))
     }
 
     /// Where one request to a route with a canary goes.
@@ -416,6 +444,14 @@ mod tests {
         assert!(!gate.is_operator(outside, None).await);
         assert!(gate.is_operator(outside, Some(&token)).await);
         assert!(!gate.is_operator(outside, Some(&wrong)).await);
+        // A rotated token is taken once the cached one is older than the TTL.
+        std::fs::write(dir.path().join("token"), "n3w\n").unwrap();
+        tokio::time::sleep(TOKEN_TTL).await;
+        assert!(!gate.is_operator(outside, Some(&token)).await);
+        assert!(
+            gate.is_operator(outside, Some(&HeaderValue::from_static("n3w")))
+                .await
+        );
         assert!(!operator_choice(true, false));
         assert!(!operator_choice(false, true));
         assert!(operator_choice(true, true));
