@@ -635,3 +635,33 @@ fn routes_match_explains_near_misses_and_the_canary_decision() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_access_log_marks_canary_traffic() {
+    use crate::support::binary::Serve;
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let dir = tempfile::tempdir().unwrap();
+    // The default operator.allow is loopback: this client is an operator.
+    let mut gw = Serve::with_routes(
+        dir.path(),
+        &canary_routes(&stable, &canary, ""),
+        "shutdown:\n  drain_delay: 0s\n",
+    );
+    let addr = gw.listening("http");
+    let mut op = Conn::open(INSIDER, addr).await;
+    assert_eq!(
+        op.backend("/billing/c", &[("x-portico-canary", "1")]).await,
+        "canary"
+    );
+    assert_eq!(op.backend("/billing/s", &[]).await, "stable");
+    let line = gw.wait_line("the canary request", |v| v["path"] == "/billing/c");
+    assert_eq!(line["canary"], true, "{line}");
+    assert_eq!(line["route"], "/billing");
+    assert_eq!(line["upstream"], canary.addr.to_string());
+    let line = gw.wait_line("the stable request", |v| v["path"] == "/billing/s");
+    assert!(line.get("canary").is_none(), "{line}");
+    assert_eq!(line["upstream"], stable.addr.to_string());
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+}
