@@ -138,7 +138,13 @@ pub async fn start(
         crate::operator::access::AllowList::new(cfg.operator.allow.clone()),
         cfg.operator.token_file.clone(),
     );
-    tracing::debug!(key = ?key, "sticky canary cookies are signed with a key from {key:?}");
+    let source = match key {
+        crate::routing::canary::KeySource::TokenFile => {
+            "derived from operator.token_file (replicas that share it agree)"
+        }
+        crate::routing::canary::KeySource::Random => "made at start (this process only)",
+    };
+    tracing::debug!("sticky canary cookies are signed with a key {source}");
     let gateway = Arc::new(Gateway::new(
         live.clone(),
         &metrics,
