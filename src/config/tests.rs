@@ -1025,6 +1025,18 @@ fn governance_errors_point_at_the_problem() {
             "ca_file is set but no backend uses https",
         ),
         (
+            "routes:\n  - prefix: /b\n    backend: http://a:1\n    discovery: dns\n    canary: {backend: http://10.0.0.1:80}\n".into(),
+            4,
+            16,
+            "route \"/b\": discovery: dns needs backend host names, http://10.0.0.1:80 is an address",
+        ),
+        (
+            "routes:\n  - prefix: /b\n    backend: https://a:1\n    http2: true\n    canary: {backend: http://c:1}\n".into(),
+            4,
+            12,
+            "route \"/b\": http2: applies to https:// backends, the canary's too; http://c:1 is not one",
+        ),
+        (
             format!("{HEAD}    owner: [a]\n"),
             4,
             5,
