@@ -143,6 +143,17 @@ pub async fn start(
         }
         None => (None, None),
     };
+    let (canary, key) = crate::routing::canary::CanaryGate::new(
+        crate::operator::access::AllowList::new(cfg.operator.allow.clone()),
+        cfg.operator.token_file.clone(),
+    );
+    let source = match key {
+        crate::routing::canary::KeySource::TokenFile => {
+            "derived from operator.token_file (replicas that share it agree)"
+        }
+        crate::routing::canary::KeySource::Random => "made at start (this process only)",
+    };
+    tracing::debug!("sticky canary cookies are signed with a key {source}");
     let gateway = Arc::new(Gateway::new(
         live.clone(),
         &metrics,
@@ -154,6 +165,7 @@ pub async fn start(
         cfg.limits.max_inflight,
         drain.inflight.clone(),
         spans,
+        canary,
     ));
     // Before any "listening" line: from then on SIGHUP must mean "reload".
     let hup = crate::lifecycle::watch::sighup();

@@ -6,9 +6,12 @@ use std::path::Path;
 
 use crate::config::{self, ConfigErrors, GatewayConfig, HostPattern, RouteSpec};
 use crate::observability::logging;
+use crate::observability::metrics::Metrics;
+use crate::proxy::upstream::{PoolTimeouts, UpstreamClients};
 use crate::routing::host::HostMatch;
 use crate::routing::matcher::RouteMatcher;
 use crate::routing::path;
+use crate::routing::table::{BuildContext, RouteTable};
 
 /// Exit code for a configuration the gateway refuses.
 pub const EXIT_INVALID: u8 = 1;
@@ -64,8 +67,11 @@ pub fn serve(config_path: &Path) -> u8 {
     })
 }
 
-/// `portico check`: every error of both files, then exit 1; or a summary and 0.
-pub fn check(config_path: &Path) -> u8 {
+/// `portico check`: every error of both files, then exit 1; or a summary and
+/// 0. The route file's tests run against the table built as a reload would
+/// build it; a failing one is an error like any other. With `lint`, the
+/// warnings of [`config::governance::lint`] too (they never fail the check).
+pub fn check(config_path: &Path, lint: bool) -> u8 {
     let cfg = match config::load_gateway_config(config_path) {
         Ok(c) => c,
         Err(errors) => return report(&errors),
@@ -82,29 +88,87 @@ pub fn check(config_path: &Path) -> u8 {
         );
         return EXIT_INVALID;
     }
-    match config::load_route_file(&cfg.routes_file) {
-        Ok(routes) => {
-            println!(
-                "{}: ok\n{}: ok, {} route(s)",
-                config_path.display(),
-                cfg.routes_file.display(),
-                routes.routes.len()
-            );
-            0
-        }
-        Err(errors) => report(&errors),
+    let mut file = match config::load_route_file(&cfg.routes_file) {
+        Ok(f) => f,
+        Err(errors) => return report(&errors),
+    };
+    let warnings = if lint {
+        config::governance::lint(&file)
+    } else {
+        Vec::new()
+    };
+    for w in &warnings {
+        eprintln!("{w}");
     }
+    let count = file.routes.len();
+    let tests = std::mem::take(&mut file.tests);
+    let table = match build_table(&cfg, file) {
+        Ok(t) => t,
+        Err(message) => {
+            eprintln!("{message}");
+            return EXIT_INVALID;
+        }
+    };
+    if let Err(failed) = crate::routing::assertions::check(&table, &tests) {
+        eprintln!("{failed}");
+        return EXIT_INVALID;
+    }
+    println!(
+        "{}: ok\n{}: ok, {count} route(s), {} test(s) passed{}",
+        config_path.display(),
+        cfg.routes_file.display(),
+        tests.len(),
+        if lint {
+            format!(", {} warning(s)", warnings.len())
+        } else {
+            String::new()
+        }
+    );
+    0
+}
+
+/// The table a reload would build from `file` (no previous table, no
+/// runtime: nothing is connected or resolved).
+fn build_table(cfg: &GatewayConfig, file: config::RouteFile) -> Result<RouteTable, String> {
+    let clients = UpstreamClients::new(PoolTimeouts {
+        connect: cfg.limits.upstream_connect_timeout,
+        idle: cfg.limits.upstream_idle_timeout,
+    })
+    .map_err(|e| format!("cannot set up upstream clients: {e}"))?;
+    let metrics = Metrics::new();
+    let ctx = BuildContext {
+        metrics: &metrics,
+        clients: &clients,
+        default_timeout: cfg.limits.upstream_timeout,
+        previous: None,
+    };
+    RouteTable::build(file, &ctx).map_err(|e| crate::proxy::error_chain(&e))
+}
+
+/// How `portico routes --match` should take the request to explain.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsRequest {
+    /// From an operator: a TCP peer inside `operator.allow`, or carrying
+    /// the operator token (`--operator`).
+    pub operator: bool,
+    /// Asking for the canary, by header or cookie (`--canary`).
+    pub canary: bool,
 }
 
 /// `portico routes`: the table, or the route a request picks and why.
-pub fn routes(config_path: &Path, request_path: Option<&str>, host: Option<&str>) -> u8 {
+pub fn routes(
+    config_path: &Path,
+    request_path: Option<&str>,
+    host: Option<&str>,
+    how: AsRequest,
+) -> u8 {
     let (cfg, file) = match load_both(config_path) {
         Ok(v) => v,
         Err(code) => return code,
     };
     match request_path {
         None => print_table(&cfg, &file),
-        Some(raw) => explain(&cfg, &file, raw, host),
+        Some(raw) => explain(&cfg, &file, raw, host, how),
     }
     0
 }
@@ -112,7 +176,13 @@ pub fn routes(config_path: &Path, request_path: Option<&str>, host: Option<&str>
 /// `portico routes --match PATH [--host HOST]`: each step of the request
 /// path that decides the route, in the gateway's order and with its code
 /// (the same matcher the live table uses).
-fn explain(cfg: &GatewayConfig, file: &config::RouteFile, raw: &str, host: Option<&str>) {
+fn explain(
+    cfg: &GatewayConfig,
+    file: &config::RouteFile,
+    raw: &str,
+    host: Option<&str>,
+    how: AsRequest,
+) {
     println!("request: {raw}");
     let (raw_path, query) = match raw.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -161,6 +231,8 @@ fn explain(cfg: &GatewayConfig, file: &config::RouteFile, raw: &str, host: Optio
         println!(
             "result:  404 no_route (no route of this host table matches; other host tables are not consulted)"
         );
+        let table = found.pattern.cloned();
+        near_misses(file, table.as_ref(), None, &matching);
         return;
     };
     let candidates: Vec<String> = file
@@ -181,8 +253,63 @@ fn explain(cfg: &GatewayConfig, file: &config::RouteFile, raw: &str, host: Optio
         ),
     };
     println!("why:     {why}");
-    let backends: Vec<String> = spec.backends.iter().map(|b| b.to_string()).collect();
-    println!("backend: {}", backends.join(", "));
+    near_misses(file, spec.host.as_ref(), Some(spec), &matching);
+    let listed = |urls: &[config::BackendUrl]| {
+        urls.iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let stable = listed(&spec.backends);
+    match &spec.canary {
+        None => {
+            println!("canary:  none on this route");
+            println!("backend: {stable}");
+        }
+        Some(k) => {
+            let canary = listed(&k.backends);
+            let share = match (k.weight, k.sticky) {
+                (0, _) => "operator-only (weight 0)".to_string(),
+                (w, false) => format!("weight {w}%"),
+                (w, true) => format!("weight {w}%, sticky cookie"),
+            };
+            println!("canary:  {canary} ({share})");
+            let taken = crate::routing::canary::operator_choice(how.operator, how.canary);
+            let why = match (how.operator, how.canary) {
+                (true, true) => "taken: an operator (--operator) asks for it (--canary)",
+                (false, true) => {
+                    "not taken for asking: it asks (--canary) but is not from an operator (a TCP peer in operator.allow, or the operator token in x-portico-canary-token; --operator); asking alone never reaches the canary"
+                }
+                (true, false) => {
+                    "not taken: from an operator, but it does not ask (x-portico-canary: 1 or the cookie portico-canary=1; --canary)"
+                }
+                (false, false) => {
+                    "not taken: neither from an operator (--operator) nor asking (--canary)"
+                }
+            };
+            println!("canary decision: {why}");
+            if taken {
+                println!("backend: {canary} (the canary)");
+            } else if k.weight > 0 {
+                let sticky = if k.sticky {
+                    "; the client keeps its side with a signed cookie"
+                } else {
+                    ""
+                };
+                println!(
+                    "by weight: {}% of such requests go to the canary by chance{sticky}",
+                    k.weight
+                );
+                println!(
+                    "backend: {stable} ({}%), or the canary {canary} ({}%)",
+                    100 - u32::from(k.weight),
+                    k.weight
+                );
+            } else {
+                println!("backend: {stable}");
+            }
+        }
+    }
     let segments = path::segments(&spec.path);
     let mut upstream = if spec.strip_prefix {
         path::strip_segments(&normalized, segments).to_string()
@@ -196,6 +323,75 @@ fn explain(cfg: &GatewayConfig, file: &config::RouteFile, raw: &str, host: Optio
     println!("upstream path: {upstream}");
     let timeout = spec.timeout.unwrap_or(cfg.limits.upstream_timeout);
     println!("timeout: {}", humantime::format_duration(timeout));
+}
+
+/// The routes of the host table that come nearest to `path` without
+/// matching it, each with the segment that ruled it out: those longer
+/// than the chosen route (under it), or, with none chosen, those sharing
+/// the path's first segment. At most ten, nearest first.
+fn near_misses(
+    file: &config::RouteFile,
+    table: Option<&HostPattern>,
+    chosen: Option<&RouteSpec>,
+    path: &str,
+) {
+    let request: Vec<&str> = path.split('/').skip(1).collect();
+    let mut misses: Vec<(usize, String)> = file
+        .routes
+        .iter()
+        .filter(|r| r.host.as_ref() == table)
+        .filter(|r| !route_matches(r, path))
+        .filter(|r| match chosen {
+            Some(c) => r.path.len() > c.path.len() && config::governance::under(&c.path, &r.path),
+            // Same first segment, or one spelled as the start of the
+            // other (/billing for /billingX).
+            None => match (
+                config::governance::first_segment(&r.path),
+                config::governance::first_segment(path),
+            ) {
+                (Some(a), Some(b)) => a.starts_with(b) || b.starts_with(a),
+                _ => false,
+            },
+        })
+        .map(|r| {
+            let wanted: Vec<&str> = r.path.split('/').skip(1).collect();
+            let same = wanted
+                .iter()
+                .zip(&request)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let reason = if r.exact {
+                format!("exact: matches only {} itself", r.path)
+            } else if same >= request.len() {
+                format!(
+                    "the path ends before segment {} ({:?}) of the prefix",
+                    same + 1,
+                    wanted.get(same).copied().unwrap_or_default()
+                )
+            } else {
+                format!(
+                    "segment {} is {:?}, the prefix wants {:?} (prefixes match whole segments)",
+                    same + 1,
+                    request[same],
+                    wanted.get(same).copied().unwrap_or_default()
+                )
+            };
+            (same, format!("{} (line {}): {reason}", r.label(), r.line))
+        })
+        .collect();
+    misses.sort_by_key(|m| std::cmp::Reverse(m.0));
+    let total = misses.len();
+    for (i, (_, line)) in misses.into_iter().take(10).enumerate() {
+        let head = if i == 0 {
+            "not matched:"
+        } else {
+            "            "
+        };
+        println!("{head} {line}");
+    }
+    if total > 10 {
+        println!("             ... and {} more", total - 10);
+    }
 }
 
 fn describe_host(host: Option<&str>, how: HostMatch, rule: Option<&HostPattern>) -> String {

@@ -27,10 +27,13 @@ enum Command {
         #[arg(long, env = "PORTICO_CONFIG", default_value = portico::config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Validate the config and route file; print every error as FILE:LINE:COL: message.
+    /// Validate the config and route file and run the route file's tests; print every error as FILE:LINE:COL: message.
     Check {
         #[arg(long, env = "PORTICO_CONFIG", default_value = portico::config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Also print warnings (shadowed routes, owners sharing a subtree, first segments that are not functions); they do not fail the check.
+        #[arg(long)]
+        lint: bool,
     },
     /// Print the route table, or which route a path picks and why.
     Routes {
@@ -39,9 +42,15 @@ enum Command {
         /// A request path to resolve.
         #[arg(long = "match", value_name = "PATH")]
         path: Option<String>,
-        /// The Host the request would carry (shown; routes match on path only).
+        /// The Host the request would carry (picks the host table).
         #[arg(long)]
         host: Option<String>,
+        /// The request comes from an operator (TCP peer in operator.allow, or the canary token).
+        #[arg(long)]
+        operator: bool,
+        /// The request asks for the route's canary (x-portico-canary: 1 or the cookie portico-canary=1).
+        #[arg(long)]
+        canary: bool,
     },
     /// Run the gateway with built-in demo backends on loopback.
     Demo {
@@ -58,10 +67,19 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let code = match args.command {
         Command::Serve { config } => cli::serve(&config),
-        Command::Check { config } => cli::check(&config),
-        Command::Routes { config, path, host } => {
-            cli::routes(&config, path.as_deref(), host.as_deref())
-        }
+        Command::Check { config, lint } => cli::check(&config, lint),
+        Command::Routes {
+            config,
+            path,
+            host,
+            operator,
+            canary,
+        } => cli::routes(
+            &config,
+            path.as_deref(),
+            host.as_deref(),
+            cli::AsRequest { operator, canary },
+        ),
         Command::Demo {
             listen,
             listen_https,

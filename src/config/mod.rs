@@ -12,13 +12,19 @@
 //! * `check.rs`: the walker: error collection, key sets, typed values.
 //! * `gateway.rs`: [`GatewayConfig`] and its rules.
 //! * `routes.rs`: [`RouteFile`], [`RouteSpec`], [`BackendUrl`] and their rules.
+//! * `canary.rs`: a route's `canary:` ([`CanarySpec`]).
+//! * [`assertions`]: the route file's `tests:` ([`RouteAssertion`]).
+//! * [`governance`]: `functions:`, and the warnings of `portico check --lint`.
 //! * [`error`]: [`ConfigError`], [`ConfigErrors`], [`Location`].
 //! * [`duration`], `size.rs`: `30s` / `64KiB` value syntax.
 
+pub mod assertions;
+mod canary;
 mod check;
 pub mod duration;
 pub mod error;
 mod gateway;
+pub mod governance;
 mod routes;
 mod size;
 mod telemetry;
@@ -29,11 +35,14 @@ mod tests;
 
 use std::path::Path;
 
+pub use assertions::{ExpectedRoute, RouteAssertion};
+pub use canary::CanarySpec;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use gateway::{
     CertificatePaths, GatewayConfig, Limits, Listen, OperatorSettings, ShutdownSettings,
     TlsSettings, Workers, parse_gateway_config,
 };
+pub use governance::Warning;
 pub use routes::{
     BackendUrl, Balance, CircuitBreaker, DEFAULT_HOST_LABEL, DEFAULT_RETRIES, HostPattern,
     InvalidBackendUrl, InvalidHost, OutlierPolicy, RouteFile, RouteKey, RouteSpec,

@@ -16,9 +16,11 @@ use std::time::Duration;
 use http::Uri;
 use http::uri::Authority;
 
+use super::assertions::RouteAssertion;
+use super::canary::CanarySpec;
 use super::check::{Checker, Map};
 use super::error::ConfigErrors;
-use super::yaml::{self, Node};
+use super::yaml::{self, Node, Pos};
 
 /// A validated route file.
 #[derive(Debug, Clone)]
@@ -27,6 +29,12 @@ pub struct RouteFile {
     pub source: PathBuf,
     /// In file order. May be empty: the gateway then answers 404 everywhere.
     pub routes: Vec<RouteSpec>,
+    /// `tests:`: requests and what the table must do with them, run by
+    /// `portico check` and before a reload is taken.
+    pub tests: Vec<RouteAssertion>,
+    /// `functions:`: the business functions every path's first segment
+    /// must name, when the file declares them.
+    pub functions: Option<Vec<String>>,
 }
 
 /// One validated route.
@@ -74,8 +82,18 @@ pub struct RouteSpec {
     /// `discovery: dns`: every backend's host name stands for all the
     /// addresses it resolves to, re-resolved every `dns_refresh`.
     pub dns_refresh: Option<Duration>,
+    /// `canary:`: the new version's backends, reached by operators who ask
+    /// for it, and by `weight` percent of public requests.
+    pub canary: Option<CanarySpec>,
+    /// `owner:`: the team that owns the route (for `portico check --lint`).
+    pub owner: Option<String>,
+    /// `shared: true`: the route shares its subtree with another owner's
+    /// route on purpose.
+    pub shared: bool,
     /// Line where the route starts, for diffs and log messages.
     pub line: usize,
+    /// Line and column of the route's path value, for messages about it.
+    pub path_pos: (usize, usize),
 }
 
 impl RouteSpec {
@@ -123,6 +141,9 @@ impl RouteSpec {
             && self.breaker == other.breaker
             && self.retry_buffer == other.retry_buffer
             && self.dns_refresh == other.dns_refresh
+            && self.canary == other.canary
+            && self.owner == other.owner
+            && self.shared == other.shared
     }
 
     /// Host and path in one word for logs and diffs: `/billing`,
@@ -422,7 +443,13 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "discovery",
     "dns_refresh",
     "http2",
+    "canary",
+    "owner",
+    "shared",
 ];
+
+/// The keys of the route file's top level.
+pub(super) const TOP_KEYS: &[&str] = &["routes", "tests", "functions"];
 
 /// How often `discovery: dns` resolves a route's backends again.
 pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
@@ -512,7 +539,7 @@ impl Default for OutlierPolicy {
 pub fn parse_route_file(source: &Path, text: &str) -> Result<RouteFile, ConfigErrors> {
     let root = yaml::parse(source, text)?;
     let mut c = Checker::new(source);
-    let Some(top) = c.mapping(&root, "the route file", &["routes"]) else {
+    let Some(top) = c.mapping(&root, "the route file", TOP_KEYS) else {
         return c.finish(None);
     };
     let hint = "write `routes:` followed by a list of routes (`routes: []` for none)";
@@ -528,6 +555,10 @@ pub fn parse_route_file(source: &Path, text: &str) -> Result<RouteFile, ConfigEr
         return c.finish(None);
     };
     let base = source.parent().unwrap_or(Path::new(""));
+    let functions = match top.get("functions") {
+        None => Some(None),
+        Some(node) => super::governance::functions(&mut c, node).map(Some),
+    };
     // (host, exact, path) → line of the route that first used it.
     let mut seen: HashMap<RouteKey, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(items.len());
@@ -537,9 +568,21 @@ pub fn parse_route_file(source: &Path, text: &str) -> Result<RouteFile, ConfigEr
             routes.push(route);
         }
     }
+    if let Some(Some(names)) = &functions {
+        super::governance::check_functions(&mut c, names, &routes);
+    }
+    let tests = match top.get("tests") {
+        None => Some(Vec::new()),
+        Some(node) => super::assertions::tests(&mut c, node, source),
+    };
+    let (Some(functions), Some(tests)) = (functions, tests) else {
+        return c.finish(None);
+    };
     c.finish(Some(RouteFile {
         source: source.to_path_buf(),
         routes,
+        tests,
+        functions,
     }))
 }
 
@@ -591,6 +634,10 @@ fn route(
     }
 
     let mut backends = backends(c, &m, &label);
+    let mut canary = match m.get("canary") {
+        Some(node) => super::canary::canary(c, node, &label, backends.as_deref()).map(Some),
+        None => Some(None),
+    };
     // `http2: true`: the https backends speak HTTP/2 (ALPN h2).
     if let Some(node) = m.get("http2") {
         let name = format!("{label}: http2");
@@ -601,6 +648,14 @@ fn route(
                     backends = None;
                 } else {
                     list.iter_mut().for_each(|b| b.h2 = true);
+                }
+                if let Some(Some(k)) = canary.as_mut() {
+                    if let Some(plain) = k.backends.iter().find(|b| !b.tls) {
+                        c.error(node.pos, format!("{name}: applies to https:// backends, the canary's too; {plain} is not one"));
+                        canary = None;
+                    } else {
+                        k.backends.iter_mut().for_each(|b| b.h2 = true);
+                    }
                 }
             }
             (None, _) => backends = None,
@@ -625,7 +680,12 @@ fn route(
         Some(node) => {
             let path = c.path(node, &format!("{label}: ca_file"), base);
             // Judged only when the backends are valid, so one mistake gives one error.
-            let no_https = backends.as_ref().is_some_and(|b| !b.iter().any(|b| b.tls));
+            let canary_https = canary
+                .as_ref()
+                .and_then(Option::as_ref)
+                .is_some_and(|k| k.backends.iter().any(|b| b.tls));
+            let no_https =
+                !canary_https && backends.as_ref().is_some_and(|b| !b.iter().any(|b| b.tls));
             if path.is_some() && no_https {
                 c.error(
                     node.pos,
@@ -674,13 +734,34 @@ fn route(
         }
         None => Some(DEFAULT_RETRY_BUFFER),
     };
-    let dns_refresh = discovery(c, &m, &label, backends.as_deref());
+    // The canary's backends are discovered like the stable ones.
+    let all_backends = backends.clone().map(|mut all| {
+        if let Some(Some(k)) = &canary {
+            all.extend(k.backends.iter().cloned());
+        }
+        all
+    });
+    let dns_refresh = discovery(c, &m, &label, all_backends.as_deref());
+    let owner = match m.get("owner") {
+        Some(node) => c
+            .string(
+                node,
+                &format!("{label}: owner"),
+                "a team name like billing-team",
+            )
+            .map(|o| Some(o.to_owned())),
+        None => Some(None),
+    };
+    let shared = match m.get("shared") {
+        Some(node) => c.boolean(node, &format!("{label}: shared")),
+        None => Some(false),
+    };
     let breaker = match m.get("circuit_breaker") {
         Some(node) => breaker(c, node, &format!("{label}: circuit_breaker")),
         None => Some(CircuitBreaker::default()),
     };
 
-    let (exact, path, _) = path?;
+    let (exact, path, path_pos) = path?;
     Some(RouteSpec {
         host: host?,
         path,
@@ -697,7 +778,11 @@ fn route(
         breaker: breaker?,
         retry_buffer: retry_buffer?,
         dns_refresh: dns_refresh?,
+        canary: canary?,
+        owner: owner?,
+        shared: shared?,
         line: item.pos.line,
+        path_pos: (path_pos.line, path_pos.column),
     })
 }
 
@@ -925,11 +1010,7 @@ fn route_label(item: &Node, index: usize) -> String {
 
 /// `prefix: /path` or `exact: /path`, exactly one of them: (exact, path,
 /// position of the value).
-fn route_path(
-    c: &mut Checker<'_>,
-    m: &Map<'_>,
-    label: &str,
-) -> Option<(bool, String, super::yaml::Pos)> {
+fn route_path(c: &mut Checker<'_>, m: &Map<'_>, label: &str) -> Option<(bool, String, Pos)> {
     let (key, exact, entry) = match (m.entry("prefix"), m.entry("exact")) {
         (Some(prefix), Some(exact)) => {
             // Point at whichever of the two keys comes second.
@@ -970,7 +1051,7 @@ fn route_path(
 }
 
 /// `backend: URL` or `backends: [URL, ...]`, exactly one of them.
-fn backends(c: &mut Checker<'_>, m: &Map<'_>, label: &str) -> Option<Vec<BackendUrl>> {
+pub(super) fn backends(c: &mut Checker<'_>, m: &Map<'_>, label: &str) -> Option<Vec<BackendUrl>> {
     let example = "e.g. backend: http://billing.billing.svc.cluster.local:8080";
     match (m.entry("backend"), m.entry("backends")) {
         (Some(_), Some(both)) => {

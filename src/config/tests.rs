@@ -719,7 +719,7 @@ fn route_errors_point_at_the_problem() {
             "routes: []\nroute: []\n".into(),
             2,
             1,
-            "unknown key \"route\" in the route file; expected one of: routes (did you mean \"routes\"?)",
+            "unknown key \"route\" in the route file; expected one of: routes, tests, functions (did you mean \"routes\"?)",
         ),
         ("routes:\n  - /billing\n".into(), 2, 5, "route #1: expected a mapping (key: value lines), got \"/billing\""),
         ("routes:\n  - prefix: /a\n    backend: http://a\n    prefix: /b\n".into(), 4, 5, "duplicate key \"prefix\" (first set at line 2)"),
@@ -728,7 +728,7 @@ fn route_errors_point_at_the_problem() {
             format!("{HEAD}    backend: http://billing:8080\n    timout: 5s\n"),
             4,
             5,
-            "unknown key \"timout\" in route \"/billing\"; expected one of: host, prefix, exact, backend, backends, strip_prefix, timeout, max_inflight, ca_file, balance, outlier, retries, retry_on, retry_buffer, circuit_breaker, discovery, dns_refresh, http2 (did you mean \"timeout\"?)",
+            "unknown key \"timout\" in route \"/billing\"; expected one of: host, prefix, exact, backend, backends, strip_prefix, timeout, max_inflight, ca_file, balance, outlier, retries, retry_on, retry_buffer, circuit_breaker, discovery, dns_refresh, http2, canary, owner, shared (did you mean \"timeout\"?)",
         ),
         ("routes:\n  - backend: http://billing:8080\n".into(), 2, 5, "route #1: prefix is required"),
         ("routes:\n  - prefix:\n    backend: http://billing:8080\n".into(), 2, 5, "route #1: prefix must not be empty"),
@@ -909,6 +909,252 @@ fn load_reads_files_and_reports_io_errors() {
         "{err}"
     );
     assert!(load_gateway_config(&missing).is_err());
+}
+
+#[test]
+fn canary_tests_and_functions_parse() {
+    let file = routes(
+        "functions: [billing, orders]
+routes:
+  - prefix: /billing
+    backend: http://billing:8080
+    owner: billing-team
+    canary:
+      backends: [http://billing-v2:8080, http://billing-v2b:8080]
+      weight: 5
+      sticky: cookie
+  - prefix: /orders
+    backend: http://orders:8080
+    shared: true
+    canary: {backend: http://orders-v2:8080}
+tests:
+  - path: /billing/x?y=1
+    host: api.example.com
+    method: POST
+    from_operator: true
+    canary: true
+    expect: {route: /billing, backend: http://billing-v2:8080, upstream_path: /billing/x?y=1}
+  - path: /nothing
+    expect:
+      route: none
+      status: 404
+",
+    )
+    .unwrap();
+    let billing = file.routes[0].canary.as_ref().unwrap();
+    assert_eq!(billing.backends.len(), 2);
+    assert_eq!((billing.weight, billing.sticky), (5, true));
+    assert_eq!(file.routes[0].owner.as_deref(), Some("billing-team"));
+    assert_eq!(file.routes[0].path_pos, (3, 13));
+    let orders = file.routes[1].canary.as_ref().unwrap();
+    assert_eq!((orders.weight, orders.sticky), (0, false));
+    assert!(file.routes[1].shared);
+    assert_eq!(file.functions.as_deref().unwrap(), ["billing", "orders"]);
+    assert_eq!(file.tests.len(), 2);
+    let t = &file.tests[0];
+    assert_eq!((t.location.line, t.location.column), (15, 5));
+    assert_eq!(t.method, http::Method::POST);
+    assert!(t.from_operator && t.canary);
+    assert_eq!(
+        t.expect.route.value,
+        ExpectedRoute::Named("/billing".into())
+    );
+    assert_eq!(t.expect.backend.as_ref().unwrap().location.line, 20);
+    assert_eq!(file.tests[1].expect.route.value, ExpectedRoute::None);
+    assert_eq!(file.tests[1].expect.status.as_ref().unwrap().value, 404);
+}
+
+#[test]
+fn governance_errors_point_at_the_problem() {
+    const HEAD: &str = "routes:\n  - prefix: /b\n    backend: http://a:1\n";
+    let cases: Vec<(String, usize, usize, &str)> = vec![
+        // Hostile canaries.
+        (
+            format!("{HEAD}    canary:\n      backend: http://c:1\n      wieght: 5\n"),
+            6,
+            7,
+            "unknown key \"wieght\" in route \"/b\": canary; expected one of: backend, backends, weight, sticky (did you mean \"weight\"?)",
+        ),
+        (
+            format!("{HEAD}    canary:\n      backend: http://c:1\n      weight: 101\n"),
+            6,
+            15,
+            "route \"/b\": canary: weight: expected a whole number from 0 to 100, got \"101\"",
+        ),
+        (
+            format!("{HEAD}    canary:\n      backend: http://c:1\n      weight: -1\n"),
+            6,
+            15,
+            "canary: weight: expected a whole number from 0 to 100",
+        ),
+        (
+            format!("{HEAD}    canary:\n      backend: nope\n"),
+            5,
+            16,
+            "route \"/b\": canary: backend: \"nope\" needs a scheme",
+        ),
+        (
+            format!("{HEAD}    canary:\n      backends: [http://c:1, ftp://d:1]\n"),
+            5,
+            30,
+            "canary: backends[1]: \"ftp://d:1\" scheme must be http, https or h2c",
+        ),
+        (
+            format!("{HEAD}    canary:\n      backend: http://a:1\n"),
+            5,
+            16,
+            "canary: http://a:1 is also a stable backend of the route",
+        ),
+        (
+            format!("{HEAD}    canary:\n      weight: 5\n"),
+            4,
+            5,
+            "route \"/b\": canary: backend is required",
+        ),
+        (
+            format!("{HEAD}    canary: http://c:1\n"),
+            4,
+            13,
+            "route \"/b\": canary: expected a mapping",
+        ),
+        (
+            format!("{HEAD}    canary:\n      backend: http://c:1\n      sticky: cookie\n"),
+            6,
+            15,
+            "canary: sticky: applies to a weighted canary",
+        ),
+        (
+            format!(
+                "{HEAD}    canary:\n      backend: http://c:1\n      weight: 5\n      sticky: header\n"
+            ),
+            7,
+            15,
+            "canary: sticky: expected cookie, got \"header\"",
+        ),
+        (
+            format!("{HEAD}    ca_file: ca.pem\n    canary:\n      backend: http://c:1\n"),
+            4,
+            14,
+            "ca_file is set but no backend uses https",
+        ),
+        (
+            "routes:\n  - prefix: /b\n    backend: http://a:1\n    discovery: dns\n    canary: {backend: http://10.0.0.1:80}\n".into(),
+            4,
+            16,
+            "route \"/b\": discovery: dns needs backend host names, http://10.0.0.1:80 is an address",
+        ),
+        (
+            "routes:\n  - prefix: /b\n    backend: https://a:1\n    http2: true\n    canary: {backend: http://c:1}\n".into(),
+            4,
+            12,
+            "route \"/b\": http2: applies to https:// backends, the canary's too; http://c:1 is not one",
+        ),
+        (
+            format!("{HEAD}    owner: [a]\n"),
+            4,
+            5,
+            "route \"/b\": owner: expected a team name",
+        ),
+        (
+            format!("{HEAD}    shared: yes\n"),
+            4,
+            13,
+            "route \"/b\": shared: expected true or false",
+        ),
+        // Functions.
+        (
+            format!("functions: [billing]\n{HEAD}"),
+            3,
+            13,
+            "route \"/b\": first segment \"b\" is not a function; functions: billing",
+        ),
+        (
+            "functions: [billing]\nroutes:\n  - prefix: /\n    backend: http://a:1\n".into(),
+            3,
+            13,
+            "route \"/\": prefix \"/\" lies above every function (billing); mark the catch-all shared: true",
+        ),
+        (
+            format!("functions: [billing, billing]\n{HEAD}"),
+            1,
+            22,
+            "functions[1]: \"billing\" is listed twice",
+        ),
+        (
+            format!("functions: [/billing]\n{HEAD}"),
+            1,
+            13,
+            "functions[0]: \"/billing\" is not one path segment",
+        ),
+        (
+            format!("functions: []\n{HEAD}"),
+            1,
+            1,
+            "functions: must list at least one function",
+        ),
+        // Tests.
+        (
+            format!(
+                "{HEAD}tests:\n  - path: /b\n    expct: {{route: /b}}\n    expect: {{route: /b}}\n"
+            ),
+            6,
+            5,
+            "unknown key \"expct\" in tests[0] (/b); expected one of: path, host, method, from_operator, canary, expect",
+        ),
+        (
+            format!("{HEAD}tests:\n  - path: /b\n    expect: {{route: /b, satus: 200}}\n"),
+            6,
+            25,
+            "unknown key \"satus\" in tests[0] (/b): expect; expected one of: route, backend, upstream_path, status (did you mean \"status\"?)",
+        ),
+        (
+            format!("{HEAD}tests:\n  - path: b\n    expect: {{route: /b}}\n"),
+            5,
+            11,
+            "tests[0] (b): path must start with \"/\"",
+        ),
+        (
+            format!("{HEAD}tests:\n  - path: /b\n"),
+            5,
+            5,
+            "tests[0] (/b): expect is required",
+        ),
+        (
+            format!("{HEAD}tests:\n  - path: /b\n    expect: {{route: billing}}\n"),
+            6,
+            21,
+            "expect: route \"billing\" is not a route",
+        ),
+        (
+            format!("{HEAD}tests:\n  - path: /b\n    expect: {{route: /b, status: 1000}}\n"),
+            6,
+            33,
+            "expect: status: expected a whole number from 100 to 599",
+        ),
+        (
+            format!("{HEAD}tests:\n  - path: /b\n    canary: 1\n    expect: {{route: /b}}\n"),
+            6,
+            13,
+            "tests[0] (/b): canary: expected true or false",
+        ),
+        (
+            format!(
+                "{HEAD}tests:\n  - path: /b\n    method: \"GE T\"\n    expect: {{route: /b}}\n"
+            ),
+            6,
+            13,
+            "method \"GE T\" is not an HTTP method",
+        ),
+        (
+            format!("{HEAD}tests: {{path: /b}}\n"),
+            4,
+            1,
+            "tests: expected a list of tests",
+        ),
+    ];
+    for (yaml, line, column, needle) in cases {
+        assert_one(routes(&yaml), line, column, needle, &yaml);
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Route-file reloads: parse and validate the whole file, build the complete
-//! table, then swap it in atomically. A bad file changes nothing but the
+//! table, run the file's own tests (`tests:`) against it, then swap it in
+//! atomically. A bad file, or one whose tests fail, changes nothing but the
 //! reported error and the failure counter.
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::config;
 use crate::observability::metrics::Metrics;
 use crate::proxy::upstream::UpstreamClients;
+use crate::routing::assertions;
 use crate::routing::live::LiveRoutes;
 use crate::routing::table::{BuildContext, RouteTable};
 
@@ -66,10 +68,11 @@ impl Reloader {
                 return self.reject(sha, error);
             }
         };
-        let file = match config::parse_route_file(&self.path, &text) {
+        let mut file = match config::parse_route_file(&self.path, &text) {
             Ok(f) => f,
             Err(errors) => return self.reject(sha, errors.to_string()),
         };
+        let tests = std::mem::take(&mut file.tests);
         let previous = self.live.current();
         let ctx = BuildContext {
             metrics: &self.metrics,
@@ -81,6 +84,11 @@ impl Reloader {
             Ok(t) => t,
             Err(e) => return self.reject(sha, crate::proxy::error_chain(&e)),
         };
+        // The file's own tests gate it like its syntax: a failing one keeps
+        // the old table serving.
+        if let Err(failed) = assertions::check(&table, &tests) {
+            return self.reject(sha, failed.to_string());
+        }
         let count = table.len();
         let diff = RouteDiff::between(&previous, &table);
         let generation = self.live.install(table, sha.clone());

@@ -21,6 +21,8 @@ pub struct AccessRecord<'a> {
     /// request was refused before it was read.
     pub host: &'a str,
     pub route: &'a str,
+    /// The route's canary answered (written only then, as `"canary":true`).
+    pub canary: bool,
     /// `host:port` of the backend that answered (the last one tried), or
     /// empty when no upstream was tried.
     pub upstream: &'a str,
@@ -61,6 +63,9 @@ impl AccessRecord<'_> {
         json::push_number(out, "duration_ms", self.duration_ms);
         json::push_field(out, "host", self.host);
         json::push_field(out, "route", self.route);
+        if self.canary {
+            out.push_str(",\"canary\":true");
+        }
         json::push_field(out, "upstream", self.upstream);
         if self.tries > 1 {
             json::push_number(out, "tries", u64::from(self.tries));
@@ -112,6 +117,7 @@ mod tests {
             duration_ms: 1.25,
             host: "api.example.com",
             route: "/billing",
+            canary: false,
             upstream: "127.0.0.1:9000",
             tries: 1,
             client_ip: [127, 0, 0, 1].into(),
@@ -147,6 +153,7 @@ mod tests {
         }
         assert_eq!(v["path"], "/billing/x\"y");
         assert!(v.get("tries").is_none(), "one try is not worth a field");
+        assert!(v.get("canary").is_none(), "stable traffic is not marked");
         let retried = AccessRecord {
             tries: 3,
             ..rec.clone()
@@ -154,6 +161,13 @@ mod tests {
         .to_line();
         let v: serde_json::Value = serde_json::from_str(retried.trim_end()).unwrap();
         assert_eq!(v["tries"], 3);
+        let canary = AccessRecord {
+            canary: true,
+            ..rec.clone()
+        }
+        .to_line();
+        let c: serde_json::Value = serde_json::from_str(canary.trim_end()).unwrap();
+        assert_eq!(c["canary"], true);
         assert_eq!(v["status"], 200);
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
     }

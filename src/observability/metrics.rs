@@ -152,16 +152,16 @@ impl Metrics {
         let registry = Registry::new();
         let requests = counter_vec(
             REQUESTS_TOTAL,
-            "Requests answered, by host rule, route, method and status.",
-            &["host", "route", "method", "status"],
+            "Requests answered, by host rule, route, method and status; canary=\"true\" for those a route's canary answered.",
+            &["host", "route", "canary", "method", "status"],
         );
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 REQUEST_DURATION_SECONDS,
-                "Time from request head to the end of the response body, by host rule and route.",
+                "Time from request head to the end of the response body, by host rule, route and canary.",
             )
             .buckets(DURATION_BUCKETS.to_vec()),
-            &["host", "route"],
+            &["host", "route", "canary"],
         )
         .expect("valid metric");
         let upstream_errors = counter_vec(
@@ -340,13 +340,26 @@ impl Metrics {
     /// Handles for one `host` label value (a configured host pattern, or
     /// `*`) and `route` label value (a configured route, or [`NO_ROUTE`]).
     pub fn route(&self, host: &str, route: &str) -> RouteMetrics {
+        self.route_side(host, route, false)
+    }
+
+    /// Handles for the canary of a route: the same series as
+    /// [`route`](Self::route) except `canary="true"` on requests and
+    /// durations. Resolved when the table is built, like the route's.
+    pub fn canary_route(&self, host: &str, route: &str) -> RouteMetrics {
+        self.route_side(host, route, true)
+    }
+
+    fn route_side(&self, host: &str, route: &str, canary: bool) -> RouteMetrics {
+        let canary = if canary { "true" } else { "false" };
         RouteMetrics {
             inner: Arc::new(RouteMetricsInner {
                 host: host.to_owned(),
                 route: route.to_owned(),
+                canary,
                 requests: self.requests.clone(),
                 by_method_status: RwLock::new(HashMap::new()),
-                duration: self.duration.with_label_values(&[host, route]),
+                duration: self.duration.with_label_values(&[host, route, canary]),
                 upstream_errors: UpstreamErrorKind::ALL.map(|k| {
                     self.upstream_errors
                         .with_label_values(&[host, route, k.as_str()])
@@ -391,6 +404,8 @@ pub struct RouteMetrics {
 struct RouteMetricsInner {
     host: String,
     route: String,
+    /// `"true"` for the handles of a route's canary, else `"false"`.
+    canary: &'static str,
     requests: IntCounterVec,
     /// `(method index, status)` → counter: the status is only known per
     /// response, so counters are resolved on first use and then reused.
@@ -420,6 +435,7 @@ impl RouteMetrics {
                         inner.requests.with_label_values(&[
                             inner.host.as_str(),
                             inner.route.as_str(),
+                            inner.canary,
                             name,
                             itoa_status(status).as_str(),
                         ])
@@ -491,6 +507,11 @@ impl RouteMetrics {
         &self.inner.host
     }
 
+    /// Whether these are a canary's handles (marks the access log line).
+    pub fn is_canary(&self) -> bool {
+        self.inner.canary == "true"
+    }
+
     /// Handles registered nowhere: for the empty table that exists before
     /// the gateway's metrics do. Counting into them is harmless and unseen.
     pub fn detached(host: &str, route: &str) -> RouteMetrics {
@@ -528,7 +549,7 @@ mod tests {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
         assert!(text.contains(
-            r#"portico_requests_total{host="*",method="GET",route="/billing",status="200"} 1"#
+            r#"portico_requests_total{canary="false",host="*",method="GET",route="/billing",status="200"} 1"#
         ));
         assert!(text.contains(
             r#"portico_upstream_errors_total{host="*",kind="timeout",route="/billing"} 1"#
@@ -551,7 +572,7 @@ mod tests {
         }
         let text = m.render();
         assert!(
-            text.contains(r#"portico_requests_total{host="api.example.com",method="POST",route="none",status="404"} 5"#)
+            text.contains(r#"portico_requests_total{canary="false",host="api.example.com",method="POST",route="none",status="404"} 5"#)
         );
     }
 }

@@ -328,14 +328,11 @@ fn to_span(r: &SpanRecord) -> Span {
             i64::from(r.tries.saturating_sub(1)),
         ));
     }
+    if r.route.is_canary() {
+        attributes.push(boolean("portico.canary"));
+    }
     if r.incomplete {
-        attributes.push(KeyValue {
-            key: "portico.incomplete".to_owned(),
-            value: Some(AnyValue {
-                value: Some(Value::BoolValue(true)),
-            }),
-            ..Default::default()
-        });
+        attributes.push(boolean("portico.incomplete"));
     }
     let mut events = Vec::new();
     if let Some((offset, head)) = r.upstream_phase {
@@ -411,6 +408,16 @@ fn string(key: &str, value: &str) -> KeyValue {
         key: key.to_owned(),
         value: Some(AnyValue {
             value: Some(Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn boolean(key: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(Value::BoolValue(true)),
         }),
         ..Default::default()
     }

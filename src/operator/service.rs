@@ -246,6 +246,15 @@ impl Operator {
                     // The effective timeout: the route's own or the default.
                     "timeout_ms": u64::try_from(r.timeout.as_millis()).unwrap_or(u64::MAX),
                     "max_inflight": r.spec.max_inflight,
+                    // null: no canary. Its backends, and the share of
+                    // public traffic it gets (0: operators only).
+                    "canary": r.canary.as_ref().map(|c| json!({
+                        "backends": c.route.spec.backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "weight": c.weight,
+                        "sticky": c.sticky.as_ref().map(|_| "cookie"),
+                    })),
+                    "owner": r.spec.owner,
+                    "shared": r.spec.shared,
                 })
             })
             .collect();

@@ -54,6 +54,9 @@ pub struct Exchange {
     pub bytes_in: Option<u64>,
     /// The request asked to upgrade (and the backend is sent `Upgrade`).
     pub upgrade: bool,
+    /// A sticky-canary cookie for the response (a client dealt a side
+    /// without a valid cookie for it).
+    pub set_cookie: Option<HeaderValue>,
     /// Gateway-wide and per-route slots. Released when the exchange finishes, not when the handler returns:
     /// a streaming response is still in flight.
     pub permits: [Option<InflightPermit>; 2],
@@ -98,6 +101,7 @@ impl Exchange {
             bytes_out: 0,
             bytes_in: None,
             upgrade: false,
+            set_cookie: None,
             permits: [None, None],
             tracked: None,
             spans: None,
@@ -134,6 +138,7 @@ impl Exchange {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(""),
             route: self.metrics.route(),
+            canary: self.metrics.is_canary(),
             upstream: self.upstream.as_deref().unwrap_or(""),
             tries: self.tries,
             client_ip: self.peer,

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use crate::lifecycle::drain::{InflightEntry, InflightRegistry};
 use crate::observability::metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
 use crate::observability::otlp::Spans;
+use crate::routing::canary::{self, CanaryGate};
 use crate::routing::live::LiveRoutes;
 use crate::routing::table::Route;
 use crate::routing::{path, reserved};
@@ -66,6 +67,9 @@ pub struct Gateway {
     registry: InflightRegistry,
     /// Span export (`tracing.otlp`), when on.
     spans: Option<Spans>,
+    /// Who reaches a route's canary (operator peers and token, the sticky
+    /// cookie key).
+    canary: CanaryGate,
 }
 
 impl Gateway {
@@ -76,6 +80,7 @@ impl Gateway {
         max_inflight: usize,
         registry: InflightRegistry,
         spans: Option<Spans>,
+        canary: CanaryGate,
     ) -> Self {
         Gateway {
             live,
@@ -87,6 +92,7 @@ impl Gateway {
             inflight: InflightLimit::new(max_inflight, Some(metrics.inflight.clone())),
             registry,
             spans,
+            canary,
         }
     }
 
@@ -147,6 +153,9 @@ impl Gateway {
                 headers::strip_hop_by_hop(&mut head.headers);
                 head.headers
                     .insert(request_id::X_REQUEST_ID.clone(), request_id);
+                if let Some(cookie) = x.set_cookie.take() {
+                    head.headers.append(header::SET_COOKIE, cookie);
+                }
                 Response::from_parts(head, GatewayBody::upstream(body))
             }
             Err(e) if grpc => {
@@ -212,6 +221,9 @@ impl Gateway {
             x.metrics = selected.miss.clone();
             return Err(ProxyError::NoRoute);
         };
+        // Stable or canary; the canary's signals never go upstream.
+        let (route, cookie) = self.canary(route, &mut parts.headers, &conn).await;
+        x.set_cookie = cookie;
         x.metrics = route.metrics.clone();
 
         // Shed load at once rather than queue behind a slow upstream.
@@ -611,6 +623,32 @@ impl Replay {
 }
 
 impl Gateway {
+    /// Removes the canary header, cookie and token (from every request),
+    /// and returns the side of `route` the request goes to: its canary for
+    /// an operator who asks, or when dealt by weight; the route otherwise.
+    /// With it, the sticky cookie to set, if one was dealt.
+    async fn canary(
+        &self,
+        route: Arc<Route>,
+        headers: &mut http::HeaderMap,
+        conn: &ConnInfo,
+    ) -> (Arc<Route>, Option<HeaderValue>) {
+        let sticky = route.canary.as_ref().and_then(|c| c.sticky.as_deref());
+        let signals = canary::take(headers, sticky);
+        let Some(c) = &route.canary else {
+            return (route, None);
+        };
+        let choice = self
+            .canary
+            .choose(c, &signals, conn.peer.ip(), conn.tls)
+            .await;
+        if choice.canary {
+            (c.route.clone(), choice.set_cookie)
+        } else {
+            (route, choice.set_cookie)
+        }
+    }
+
     /// The checks on the request head before anything looks at the path,
     /// then the normalized path.
     fn checked_path(&self, parts: &http::request::Parts) -> Result<Arc<str>, ProxyError> {

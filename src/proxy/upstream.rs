@@ -666,13 +666,14 @@ impl Upstream {
         spec: &crate::config::RouteSpec,
         client: UpstreamClient,
     ) -> Self {
+        let http2 = backends.iter().any(|b| b.h2);
         Upstream {
             endpoints: Endpoints::new(backends, spec.balance.clone(), spec.outlier, spec.breaker),
             budget: RetryBudget::default(),
             retries: spec.retries,
             retry_on: spec.retry_on.clone(),
             retry_buffer: spec.retry_buffer,
-            http2: spec.backends.iter().any(|b| b.h2),
+            http2,
             client,
         }
     }

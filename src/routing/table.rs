@@ -19,6 +19,7 @@ use crate::proxy::upstream::{
     Backend, Upstream, UpstreamClient, UpstreamClients, UpstreamSetupError,
 };
 
+use super::canary::Canary;
 use super::host::HostMatch;
 use super::matcher::RouteMatcher;
 use super::prefix::PrefixError;
@@ -36,8 +37,13 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Time allowed until the upstream's response head arrives.
     pub timeout: Duration,
-    /// The route's own in-flight ceiling (`max_inflight`), if any.
+    /// The route's own in-flight ceiling (`max_inflight`), if any; a
+    /// canary shares its route's.
     pub limit: Option<InflightLimit>,
+    /// `canary:`: the route as it serves the canary's requests, and who
+    /// gets there (see [`super::canary`]). `None` costs the request path
+    /// one branch.
+    pub canary: Option<Canary>,
     /// Segments in the route's path: what `strip_prefix` removes.
     strip_segments: usize,
 }
@@ -237,15 +243,54 @@ impl RouteTable {
         previous: Option<&Arc<Route>>,
         ctx: &BuildContext<'_>,
     ) -> Route {
-        let backends = spec.backends.iter().map(Backend::from).collect();
-        let label = spec.label();
+        let limit = spec.max_inflight.map(|n| {
+            previous
+                .filter(|old| old.spec.max_inflight == Some(n))
+                .and_then(|old| old.limit.clone())
+                .unwrap_or_else(|| InflightLimit::new(n, None))
+        });
+        // The canary: the same route with the canary's backends, its own
+        // pool and `canary="true"` handles, resolved now like the route's.
+        let canary = spec.canary.clone().map(|k| {
+            let mut side = spec.clone();
+            side.backends = k.backends;
+            side.canary = None;
+            let old = previous.and_then(|o| o.canary.as_ref());
+            let metrics = match old {
+                Some(old) => old.route.metrics.clone(),
+                None => ctx.metrics.canary_route(&spec.host_label(), &spec.label()),
+            };
+            let route = Self::side(side, client.clone(), metrics, limit.clone(), ctx);
+            Canary {
+                route: Arc::new(route),
+                weight: k.weight,
+                sticky: k
+                    .sticky
+                    .then(|| Canary::sticky_name(&spec.host_label(), &spec.label())),
+            }
+        });
         // Same key, same labels: a reload reuses the handles instead of
         // resolving six label sets per route again (most of a large
         // table's build time).
         let metrics = match previous {
             Some(old) => old.metrics.clone(),
-            None => ctx.metrics.route(&spec.host_label(), &label),
+            None => ctx.metrics.route(&spec.host_label(), &spec.label()),
         };
+        let mut route = Self::side(spec, client, metrics, limit, ctx);
+        route.canary = canary;
+        route
+    }
+
+    /// One side of a route (stable or canary) with its handles and limit.
+    fn side(
+        spec: RouteSpec,
+        client: UpstreamClient,
+        metrics: RouteMetrics,
+        limit: Option<InflightLimit>,
+        ctx: &BuildContext<'_>,
+    ) -> Route {
+        let backends = spec.backends.iter().map(Backend::from).collect();
+        let label = spec.label();
         let upstream = Arc::new(Upstream::new(backends, &spec, client));
         // Outside a runtime (`portico check`) there is nothing to refresh on.
         if let Some(every) = spec.dns_refresh
@@ -265,12 +310,8 @@ impl RouteTable {
             metrics,
             label: Arc::from(label),
             timeout: spec.timeout.unwrap_or(ctx.default_timeout),
-            limit: spec.max_inflight.map(|n| {
-                previous
-                    .filter(|old| old.spec.max_inflight == Some(n))
-                    .and_then(|old| old.limit.clone())
-                    .unwrap_or_else(|| InflightLimit::new(n, None))
-            }),
+            limit,
+            canary: None,
             strip_segments: super::path::segments(&spec.path),
             spec,
         }

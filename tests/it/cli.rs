@@ -293,6 +293,8 @@ fn shipped_example_config_passes_check() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Its own tests ran, and passed.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 test(s) passed"));
     let out = run(&[
         "routes",
         "--config",

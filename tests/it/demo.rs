@@ -57,7 +57,7 @@ async fn demo_routes_normalizes_and_exposes_the_operator_listener() {
     let metrics = get(operator, "/metrics").await.text();
     assert!(
         metrics.contains(
-            "portico_requests_total{host=\"*\",method=\"GET\",route=\"/billing/reports\",status=\"200\"} 1"
+            "portico_requests_total{canary=\"false\",host=\"*\",method=\"GET\",route=\"/billing/reports\",status=\"200\"} 1"
         ),
         "{metrics}"
     );

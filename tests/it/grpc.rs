@@ -263,7 +263,7 @@ async fn portico_failures_of_grpc_calls_are_grpc_statuses() {
     let errors = gw
         .metrics
         .requests
-        .with_label_values(&["*", "/down.v1.S", "POST", "502"])
+        .with_label_values(&["*", "/down.v1.S", "false", "POST", "502"])
         .get();
     assert_eq!(errors, 1);
     // A plain (non-gRPC) request still gets the JSON error.

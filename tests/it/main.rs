@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod demo;
 mod discovery;
+mod governance;
 mod grpc;
 mod idle;
 mod k8s;

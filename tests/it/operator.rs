@@ -435,6 +435,9 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 "strip_prefix": true,
                 "timeout_ms": 5000,
                 "max_inflight": 10,
+                "canary": null,
+                "owner": null,
+                "shared": false,
             },
             {
                 "host": null,
@@ -455,6 +458,9 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 // limits.upstream_timeout's default.
                 "timeout_ms": 30000,
                 "max_inflight": null,
+                "canary": null,
+                "owner": null,
+                "shared": false,
             },
         ])
     );
@@ -576,6 +582,7 @@ async fn metrics_parse_and_count_exactly_what_was_sent() {
             &[
                 ("host", "*"),
                 ("route", route),
+                ("canary", "false"),
                 ("method", method),
                 ("status", status),
             ],
@@ -624,7 +631,7 @@ async fn metrics_parse_and_count_exactly_what_was_sent() {
             value(
                 &s,
                 "portico_request_duration_seconds_count",
-                &[("host", "*"), ("route", route)]
+                &[("host", "*"), ("route", route), ("canary", "false")]
             ),
             n,
             "{route}"
@@ -765,6 +772,7 @@ async fn public_listener_404s_operator_paths_and_counts_them_as_none() {
             &[
                 ("host", "*"),
                 ("route", "none"),
+                ("canary", "false"),
                 ("method", "GET"),
                 ("status", "404")
             ]

@@ -201,7 +201,7 @@ async fn kubernetes_host_wildcard_examples() {
     let text = gw.metrics.render();
     for (host, n) in [("foo.bar.com", 2), ("*.foo.com", 2), ("*", 3)] {
         let needle = format!(
-            "portico_requests_total{{host=\"{host}\",method=\"GET\",route=\"/\",status=\"200\"}} {n}"
+            "portico_requests_total{{canary=\"false\",host=\"{host}\",method=\"GET\",route=\"/\",status=\"200\"}} {n}"
         );
         assert!(text.contains(&needle), "{needle} in\n{text}");
     }
@@ -281,10 +281,10 @@ async fn exact_paths_win_and_a_host_table_never_falls_through() {
     }
     let text = gw.metrics.render();
     for needle in [
-        r#"portico_requests_total{host="api.example.com",method="GET",route="none",status="404"} 2"#,
-        r#"portico_requests_total{host="api.example.com",method="GET",route="=/healthcheck",status="200"} 2"#,
-        r#"portico_requests_total{host="api.example.com",method="GET",route="/healthcheck",status="200"} 2"#,
-        r#"portico_requests_total{host="*",method="GET",route="=/foo",status="200"} 2"#,
+        r#"portico_requests_total{canary="false",host="api.example.com",method="GET",route="none",status="404"} 2"#,
+        r#"portico_requests_total{canary="false",host="api.example.com",method="GET",route="=/healthcheck",status="200"} 2"#,
+        r#"portico_requests_total{canary="false",host="api.example.com",method="GET",route="/healthcheck",status="200"} 2"#,
+        r#"portico_requests_total{canary="false",host="*",method="GET",route="=/foo",status="200"} 2"#,
     ] {
         assert!(text.contains(needle), "{needle} in\n{text}");
     }

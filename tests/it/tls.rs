@@ -1047,7 +1047,7 @@ async fn a_connection_reused_for_a_host_its_certificate_does_not_cover_is_421() 
     let text = gw.metrics.render();
     assert!(
         text.contains(
-            r#"portico_requests_total{host="*",method="GET",route="none",status="421"} 9"#
+            r#"portico_requests_total{canary="false",host="*",method="GET",route="none",status="421"} 9"#
         ),
         "{text}"
     );

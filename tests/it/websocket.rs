@@ -83,7 +83,7 @@ fn upgrades_open(gw: &TestGateway) -> i64 {
 fn switched(gw: &TestGateway) -> u64 {
     gw.metrics
         .requests
-        .with_label_values(&["*", "/ws", "GET", "101"])
+        .with_label_values(&["*", "/ws", "false", "GET", "101"])
         .get()
 }
 
@@ -366,7 +366,7 @@ async fn websockets_over_http2_extended_connect_reach_an_http1_backend() {
     let connects = || {
         gw.metrics
             .requests
-            .with_label_values(&["*", "/ws", "CONNECT", "101"])
+            .with_label_values(&["*", "/ws", "false", "CONNECT", "101"])
             .get()
     };
     wait_for("one request, status 101", || connects() == 1).await;
