@@ -235,6 +235,16 @@ async fn every_request_becomes_one_span_at_a_real_collector() {
         assert_eq!(text(span, "http.request.method"), "GET");
         assert_eq!(int(span, "http.response.status_code"), 200);
         assert_eq!(text(span, "portico.upstream"), backend.addr.to_string());
+        assert_eq!(text(span, "client.address"), "127.0.0.1");
+        assert_eq!(text(span, "server.address"), gw.addr.to_string());
+        assert_eq!(text(span, "network.protocol.version"), "1.1");
+        assert_eq!(text(span, "portico.host_rule"), "*");
+        assert_eq!(int(span, "http.request.resend_count"), 0);
+        match attr(span, "portico.upstream.duration_ms") {
+            Some(Value::DoubleValue(ms)) => assert!(*ms > 0.0, "{ms}"),
+            other => panic!("portico.upstream.duration_ms: {other:?}"),
+        }
+        assert_eq!(span.status.as_ref().map(|s| s.code), Some(0), "unset");
         assert_eq!(int(span, "portico.upstream.tries"), 1);
         assert!(span.end_time_unix_nano > span.start_time_unix_nano);
         let names: Vec<&str> = span.events.iter().map(|e| e.name.as_str()).collect();
@@ -410,4 +420,45 @@ async fn without_export_traces_are_still_started_sampled() {
     assert_eq!(flags, "01");
     assert_eq!(gw.metrics.trace_spans_exported.get(), 0);
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_request_is_an_error_span() {
+    let collector = Receiver::start(Collector::Healthy).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gw = TestGateway::start_with(
+        &format!("routes:\n  - prefix: /down\n    backend: http://{dead}\n"),
+        &otlp_config(&format!("http://{}", collector.addr), ""),
+    )
+    .await;
+    let reply = client::get(gw.addr, "/down/x").await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(client::get(gw.addr, "/unrouted").await.status, 404);
+    gw.shutdown().await;
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 2);
+    let down = spans
+        .iter()
+        .find(|s| text(s, "url.path") == "/down/x")
+        .unwrap();
+    assert_eq!(int(down, "http.response.status_code"), 502);
+    assert_eq!(
+        down.status.as_ref().map(|s| s.code),
+        Some(opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32)
+    );
+    assert_eq!(text(down, "portico.upstream"), dead.to_string());
+    let unrouted = spans
+        .iter()
+        .find(|s| text(s, "url.path") == "/unrouted")
+        .unwrap();
+    assert_eq!(text(unrouted, "http.route"), "none");
+    assert_eq!(unrouted.name, "GET none");
+    assert!(
+        attr(unrouted, "portico.upstream").is_none(),
+        "no backend was tried"
+    );
+    assert_eq!(unrouted.status.as_ref().map(|s| s.code), Some(0));
 }

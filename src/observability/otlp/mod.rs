@@ -3,7 +3,7 @@
 //!
 //! The request path only pushes a small record onto a bounded queue (one
 //! uncontended lock, no allocation beyond the queue's own growth); the
-//! protobuf is built and sent by one task on the control thread. When the
+//! protobuf is written (`wire`) and sent by one task on the control thread. When the
 //! collector is slow or down the queue fills and further spans are dropped
 //! and counted (`portico_trace_spans_dropped_total{reason="queue_full"}`):
 //! a request never waits for the collector. A batch the collector refuses
@@ -13,23 +13,18 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
+
+mod wire;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use parking_lot::Mutex;
 use prometheus::IntCounter;
-use prost::Message;
 use tokio::sync::{Notify, watch};
 
 use crate::config::OtlpSettings;
@@ -130,7 +125,10 @@ pub struct Exporter {
     queue: Arc<SpanQueue>,
     endpoint: Uri,
     client: HttpsClient,
-    resource: Resource,
+    /// The encoded `Resource` (service name and version), the same in
+    /// every batch.
+    resource: Vec<u8>,
+    encoder: Mutex<wire::Encoder>,
     flush_interval: Duration,
     export_timeout: Duration,
     exported: IntCounter,
@@ -174,13 +172,11 @@ impl Exporter {
             queue: queue.clone(),
             endpoint: settings.endpoint.clone(),
             client,
-            resource: Resource {
-                attributes: vec![
-                    string("service.name", &settings.service_name),
-                    string("service.version", env!("CARGO_PKG_VERSION")),
-                ],
-                ..Default::default()
-            },
+            resource: wire::resource(&[
+                ("service.name", &settings.service_name),
+                ("service.version", env!("CARGO_PKG_VERSION")),
+            ]),
+            encoder: Mutex::new(wire::Encoder::default()),
             flush_interval: settings.flush_interval,
             export_timeout: settings.export_timeout,
             exported: metrics.trace_spans_exported.clone(),
@@ -276,159 +272,6 @@ impl Exporter {
     }
 
     fn encode(&self, batch: &[SpanRecord]) -> Bytes {
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(self.resource.clone()),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "portico".to_owned(),
-                        version: env!("CARGO_PKG_VERSION").to_owned(),
-                        ..Default::default()
-                    }),
-                    spans: batch.iter().map(to_span).collect(),
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            }],
-        };
-        Bytes::from(request.encode_to_vec())
-    }
-}
-
-/// The OTLP span for one request, with the HTTP semantic-convention
-/// attribute names.
-fn to_span(r: &SpanRecord) -> Span {
-    let start = unix_nanos(r.start);
-    let route = r.route.route();
-    let mut attributes = vec![
-        string("http.request.method", r.method.as_str()),
-        string("url.path", &r.path),
-        int("http.response.status_code", i64::from(r.status)),
-        string("http.route", route),
-        string("client.address", &r.peer.to_string()),
-        string(
-            "network.protocol.version",
-            match r.version {
-                Version::HTTP_2 => "2",
-                Version::HTTP_10 => "1.0",
-                _ => "1.1",
-            },
-        ),
-        string("portico.host_rule", r.route.host()),
-    ];
-    if let Some(host) = r.host.as_ref().and_then(|h| h.to_str().ok()) {
-        attributes.push(string("server.address", host));
-    }
-    if let Some(upstream) = &r.upstream {
-        attributes.push(string("portico.upstream", upstream));
-        attributes.push(int("portico.upstream.tries", i64::from(r.tries)));
-        // Semantic conventions count resends, not tries.
-        attributes.push(int(
-            "http.request.resend_count",
-            i64::from(r.tries.saturating_sub(1)),
-        ));
-    }
-    if r.route.is_canary() {
-        attributes.push(boolean("portico.canary"));
-    }
-    if r.incomplete {
-        attributes.push(boolean("portico.incomplete"));
-    }
-    let mut events = Vec::new();
-    if let Some((offset, head)) = r.upstream_phase {
-        attributes.push(KeyValue {
-            key: "portico.upstream.duration_ms".to_owned(),
-            value: Some(AnyValue {
-                value: Some(Value::DoubleValue(head.as_secs_f64() * 1000.0)),
-            }),
-            ..Default::default()
-        });
-        events.push(span::Event {
-            time_unix_nano: start + offset.as_nanos() as u64,
-            name: "upstream request sent".to_owned(),
-            ..Default::default()
-        });
-        events.push(span::Event {
-            time_unix_nano: start + (offset + head).as_nanos() as u64,
-            name: "upstream response head".to_owned(),
-            ..Default::default()
-        });
-    }
-    let error = r.status >= 500;
-    Span {
-        trace_id: hex_bytes(r.trace.trace_id()),
-        span_id: hex_bytes(r.trace.span_id()),
-        parent_span_id: r
-            .trace
-            .parent
-            .as_ref()
-            .map(|p| hex_bytes(std::str::from_utf8(p).unwrap_or_default()))
-            .unwrap_or_default(),
-        flags: u32::from(r.trace.sampled())
-            | HAS_IS_REMOTE
-            | if r.trace.parent.is_some() {
-                IS_REMOTE
-            } else {
-                0
-            },
-        name: format!("{} {route}", r.method),
-        kind: span::SpanKind::Server as i32,
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + r.duration.as_nanos() as u64,
-        attributes,
-        events,
-        status: Some(Status {
-            message: String::new(),
-            code: if error {
-                opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32
-            } else {
-                opentelemetry_proto::tonic::trace::v1::status::StatusCode::Unset as i32
-            },
-        }),
-        ..Default::default()
-    }
-}
-
-/// OTLP `SpanFlags`: the flags say whether the parent is remote, and it is
-/// when it came in `traceparent`.
-const HAS_IS_REMOTE: u32 = 0x100;
-const IS_REMOTE: u32 = 0x200;
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn hex_bytes(h: &str) -> Vec<u8> {
-    hex::decode(h).unwrap_or_default()
-}
-
-fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.to_owned())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn boolean(key: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(Value::BoolValue(true)),
-        }),
-        ..Default::default()
-    }
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(Value::IntValue(value)),
-        }),
-        ..Default::default()
+        Bytes::from(self.encoder.lock().request(&self.resource, batch))
     }
 }
