@@ -395,15 +395,7 @@ async fn a_reload_whose_assertion_fails_is_rejected_and_a_passing_one_is_taken()
 
     // The team moves /svc to b but its test still says a: rejected.
     cm.swap(&svc_with_test(&b, &a));
-    let started = std::time::Instant::now();
-    while gw.live.status().last_error.is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the failing test was not noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let err = gw.live.status().last_error.unwrap();
+    let err = gw.rejected_reload(Duration::from_secs(5)).await;
     let file = cm.file().display().to_string();
     assert!(
         err.starts_with(&format!(

@@ -18,9 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use rustls::pki_types::pem::PemObject;
-
-use crate::support::certs::{self, Key, Leaf, TestCa};
+use crate::support::certs::{Key, Leaf, TestCa};
 use crate::support::client::h2c;
 use crate::support::gateway::TestGateway;
 use crate::support::route_file_error;
@@ -36,15 +34,7 @@ async fn h2_backend() -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// The same over TLS, offering only ALPN `h2`.
 async fn h2_tls_backend(leaf: &Leaf) -> (SocketAddr, Arc<AtomicUsize>) {
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(certs::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der.clone()], key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    h2_backend_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    h2_backend_with(Some(leaf.h2_acceptor())).await
 }
 
 async fn h2_backend_with(tls: Option<tokio_rustls::TlsAcceptor>) -> (SocketAddr, Arc<AtomicUsize>) {

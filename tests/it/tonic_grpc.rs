@@ -8,7 +8,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,14 +16,13 @@ use http::uri::PathAndQuery;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_prost::ProstCodec;
 
-use crate::support::certs::{self, Key, Leaf, TestCa};
+use crate::support::certs::{Key, TestCa};
 use crate::support::gateway::TestGateway;
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -175,18 +173,6 @@ async fn tonic_backend(tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     addr
 }
 
-fn tls_acceptor(leaf: &Leaf) -> tokio_rustls::TlsAcceptor {
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(certs::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der.clone()], key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
-
 /// A tonic client connected to the gateway's plaintext listener (h2c).
 async fn client(gw: &TestGateway) -> tonic::client::Grpc<Channel> {
     let channel = Channel::from_shared(format!("http://{}", gw.addr))
@@ -285,7 +271,7 @@ async fn tonic_calls_pass_through_h2c_and_h2_over_tls_backends() {
     let ca = TestCa::new("backend CA");
     let dir = tempfile::tempdir().unwrap();
     let ca_file = ca.write(dir.path());
-    let secure = tonic_backend(Some(tls_acceptor(&ca.leaf(&["127.0.0.1"], Key::EcdsaP256)))).await;
+    let secure = tonic_backend(Some(ca.leaf(&["127.0.0.1"], Key::EcdsaP256).h2_acceptor())).await;
     // A service prefix, and a functional prefix with strip_prefix.
     let gw = TestGateway::start(&format!(
         "routes:\n  - prefix: /billing.v1.Reports\n    backend: h2c://{plain}\n  - prefix: /secure\n    strip_prefix: true\n    backend: https://{secure}\n    http2: true\n    ca_file: \"{}\"\n",

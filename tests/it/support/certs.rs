@@ -101,6 +101,21 @@ pub struct Leaf {
 }
 
 impl Leaf {
+    /// A server TLS acceptor for this certificate offering only ALPN `h2`
+    /// (an HTTP/2-only backend, as gRPC servers are).
+    pub fn h2_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.der.clone()], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
     /// Writes `{stem}.crt` and `{stem}.key` into `dir`.
     pub fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
         let cert = dir.join(format!("{stem}.crt"));

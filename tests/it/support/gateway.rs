@@ -132,6 +132,22 @@ impl TestGateway {
         }
     }
 
+    /// Waits (at most `within`) until a route file is rejected, and
+    /// returns the reason `/routes` shows.
+    pub async fn rejected_reload(&self, within: std::time::Duration) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(err) = self.live.status().last_error {
+                return err;
+            }
+            assert!(
+                started.elapsed() < within,
+                "no route file was rejected within {within:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Asks for a graceful shutdown and waits until it completes.
     pub async fn shutdown(mut self) {
         self.begin_shutdown();
