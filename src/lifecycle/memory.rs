@@ -52,10 +52,11 @@ pub async fn trim_freed(mut stop: watch::Receiver<bool>) {
         }
         let now = RELEASED.load(Ordering::Relaxed);
         if now - seen >= WORTH_TRIMMING {
+            let connections = now - seen;
             seen = now;
             let released = trim();
             tracing::debug!(
-                connections = now - seen,
+                connections,
                 released,
                 "returned freed memory to the OS"
             );
