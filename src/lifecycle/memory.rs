@@ -55,11 +55,7 @@ pub async fn trim_freed(mut stop: watch::Receiver<bool>) {
             let connections = now - seen;
             seen = now;
             let released = trim();
-            tracing::debug!(
-                connections,
-                released,
-                "returned freed memory to the OS"
-            );
+            tracing::debug!(connections, released, "returned freed memory to the OS");
         }
     }
 }

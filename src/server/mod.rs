@@ -444,52 +444,68 @@ impl<S: Service> Connection<S> {
     /// one: nothing is written to it.
     async fn serve_h1<T: Transport>(&self, io: Rewind<T>, conn: ConnInfo) {
         let activity = Activity::new(false);
-        let handler = self.handler(&activity, &conn);
         let mut io = io;
         loop {
-            let wrapped = ActivityIo {
-                inner: io,
-                activity: activity.clone(),
-            };
-            // Boxed: freed while the connection is parked.
-            let mut c = Box::new(
-                self.builders
-                    .h1
-                    .serve_connection(TokioIo::new(wrapped), handler.clone()),
-            );
-            match self.drive_h1(&mut c, &activity, &conn).await {
-                H1End::Done(r) => {
-                    // A 101 went out: the socket is the upgraded stream's.
-                    let upgrade = activity.inner.upgrade.lock().take();
-                    if r.is_ok()
-                        && let Some(up) = upgrade
-                    {
-                        let parts = c.into_parts();
-                        let client = parts.io.into_inner();
-                        self.splice(client, parts.read_buf, up, &activity, &conn)
-                            .await;
-                        return;
-                    }
-                    if r.is_ok() {
-                        // What hyper would have done: FIN (TLS: close_notify).
-                        let mut io = c.into_parts().io.into_inner();
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
-                    }
-                    log_conn_end(r.map_err(Into::into), &conn);
-                    return;
-                }
-                H1End::Dropped => return,
-                H1End::Parked => {
-                    let parts = c.into_parts();
-                    io = parts.io.into_inner().inner;
-                    if !parts.read_buf.is_empty() {
-                        io.set_prefix(parts.read_buf);
-                    }
-                }
+            // Boxed: hyper's connection and the timers around it are freed
+            // while the connection is parked, and the task keeps only what
+            // waiting needs (the socket, a timer), a fraction of the size.
+            match Box::pin(self.serve_h1_until_parked(io, &activity, &conn)).await {
+                Some(parked) => io = parked,
+                None => return,
             }
             // Parked: only the socket is held until the client speaks again.
             if !self.wait_parked(&io, &activity, &conn).await {
                 return;
+            }
+        }
+    }
+
+    /// Serves HTTP/1.1 on `io` until the connection ends (`None`) or is
+    /// parked (`Some`: the socket, with any bytes hyper had read put back).
+    async fn serve_h1_until_parked<T: Transport>(
+        &self,
+        io: Rewind<T>,
+        activity: &Activity,
+        conn: &ConnInfo,
+    ) -> Option<Rewind<T>> {
+        let wrapped = ActivityIo {
+            inner: io,
+            activity: activity.clone(),
+        };
+        let handler = self.handler(activity, conn);
+        let mut c = self
+            .builders
+            .h1
+            .serve_connection(TokioIo::new(wrapped), handler);
+        match self.drive_h1(&mut c, activity, conn).await {
+            H1End::Done(r) => {
+                // A 101 went out: the socket is the upgraded stream's.
+                let upgrade = activity.inner.upgrade.lock().take();
+                if r.is_ok()
+                    && let Some(up) = upgrade
+                {
+                    let parts = c.into_parts();
+                    let client = parts.io.into_inner();
+                    self.splice(client, parts.read_buf, up, activity, conn)
+                        .await;
+                    return None;
+                }
+                if r.is_ok() {
+                    // What hyper would have done: FIN (TLS: close_notify).
+                    let mut io = c.into_parts().io.into_inner();
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
+                }
+                log_conn_end(r.map_err(Into::into), conn);
+                None
+            }
+            H1End::Dropped => None,
+            H1End::Parked => {
+                let parts = c.into_parts();
+                let mut io = parts.io.into_inner().inner;
+                if !parts.read_buf.is_empty() {
+                    io.set_prefix(parts.read_buf);
+                }
+                Some(io)
             }
         }
     }
