@@ -468,3 +468,41 @@ pub fn demo(listen: SocketAddr, listen_https: SocketAddr) -> u8 {
     };
     rt.block_on(crate::demo::run(listen, listen_https))
 }
+
+/// `portico import`: the route file on stdout (or `output`), every finding
+/// on stderr; with `explain`, the behaviour differences on stdout. Exit 1
+/// when an input cannot be read or parsed.
+pub fn import(opts: &crate::import::ImportOptions, output: Option<&Path>, explain: bool) -> u8 {
+    let imported = match crate::import::import(opts) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("portico import: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    for f in &imported.findings {
+        eprintln!(
+            "portico import: {}",
+            crate::import::emit_comment(&f.to_string())
+        );
+    }
+    eprintln!(
+        "portico import: {} route(s), {} finding(s), {} request(s) routed differently from ingress-nginx{}",
+        imported.routes.len(),
+        imported.findings.len(),
+        imported.differences.len(),
+        if explain { "" } else { " (see --explain)" }
+    );
+    if let Some(path) = output {
+        if let Err(e) = std::fs::write(path, &imported.text) {
+            eprintln!("portico import: {}: cannot write: {e}", path.display());
+            return EXIT_INVALID;
+        }
+    }
+    if explain {
+        print!("{}", imported.explanation);
+    } else if output.is_none() {
+        print!("{}", imported.text);
+    }
+    0
+}

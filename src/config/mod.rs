@@ -25,10 +25,10 @@ pub mod duration;
 pub mod error;
 mod gateway;
 pub mod governance;
-mod routes;
+pub(crate) mod routes;
 mod size;
 mod telemetry;
-mod yaml;
+pub(crate) mod yaml;
 
 #[cfg(test)]
 mod tests;

@@ -1118,7 +1118,7 @@ pub(super) fn prefix_problem(prefix: &str) -> Option<String> {
 /// What is wrong with a route path, as the end of "prefix ..." or
 /// "exact ...", or `None`. An exact path may end in `/` (it then matches
 /// only the path with the slash); a prefix may not.
-pub(super) fn path_problem(prefix: &str, exact: bool) -> Option<String> {
+pub(crate) fn path_problem(prefix: &str, exact: bool) -> Option<String> {
     if !prefix.starts_with('/') {
         return Some(format!("must start with \"/\" (write \"/{prefix}\")"));
     }
