@@ -45,6 +45,13 @@ use limits::InflightLimit;
 use retry::RetryReason;
 use upstream::{SendError, UpstreamError};
 
+/// Whether the connection's TCP peer is inside one of `nets` (a
+/// v4-mapped IPv6 peer is read as its IPv4 address).
+fn peer_allowed(nets: &[ipnet::IpNet], conn: &ConnInfo) -> bool {
+    let ip = conn.peer.ip().to_canonical();
+    nets.iter().any(|n| n.contains(&ip))
+}
+
 /// The limits the request path enforces itself.
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
@@ -221,6 +228,18 @@ impl Gateway {
             x.metrics = selected.miss.clone();
             return Err(ProxyError::NoRoute);
         };
+        // Per-route source allow-list, decided on the TCP peer only (never
+        // a header), before anything else about the route is done.
+        // Routes without one pay this one branch.
+        if !route.spec.allow_from.is_empty() && !peer_allowed(&route.spec.allow_from, &conn) {
+            x.metrics = route.metrics.clone();
+            return Err(ProxyError::Forbidden);
+        }
+        // A redirect route is answered here; it has no backend.
+        if let Some(r) = &route.spec.redirect {
+            x.metrics = route.metrics.clone();
+            return Err(ProxyError::Redirect(r.clone()));
+        }
         // Stable or canary; the canary's signals never go upstream.
         let (route, cookie) = self.canary(route, &mut parts.headers, &conn).await;
         x.set_cookie = cookie;
@@ -240,12 +259,15 @@ impl Gateway {
             started: x.started,
         }));
 
+        // The route's own `max_body_size`, or the gateway's.
+        let limit = route
+            .spec
+            .max_body_size
+            .unwrap_or(self.limits.max_body_bytes);
         if let Some(len) = content_length(&parts.headers)
-            && len > self.limits.max_body_bytes
+            && len > limit
         {
-            return Err(ProxyError::BodyTooLarge {
-                limit: self.limits.max_body_bytes,
-            });
+            return Err(ProxyError::BodyTooLarge { limit });
         }
 
         let upstream_path = route.upstream_path(path);
@@ -306,7 +328,6 @@ impl Gateway {
             && up.retries > 0
             && up.endpoints.len() > 1
             && retry::idempotent(&parts.method, &parts.headers);
-        let limit = self.limits.max_body_bytes;
         let (body, replay) = if !replayable {
             (RequestBody::new(body, limit), None)
         } else if body.is_end_stream() {

@@ -16,6 +16,7 @@ mod otlp;
 mod proxy;
 mod reload;
 mod resilience;
+mod route_features;
 mod routing;
 mod shutdown;
 mod streaming;
