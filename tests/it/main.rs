@@ -9,6 +9,7 @@ mod discovery;
 mod governance;
 mod grpc;
 mod idle;
+mod import;
 mod k8s;
 mod limits;
 mod operator;
