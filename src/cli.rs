@@ -493,11 +493,11 @@ pub fn import(opts: &crate::import::ImportOptions, output: Option<&Path>, explai
         imported.differences.len(),
         if explain { "" } else { " (see --explain)" }
     );
-    if let Some(path) = output {
-        if let Err(e) = std::fs::write(path, &imported.text) {
-            eprintln!("portico import: {}: cannot write: {e}", path.display());
-            return EXIT_INVALID;
-        }
+    if let Some(path) = output
+        && let Err(e) = std::fs::write(path, &imported.text)
+    {
+        eprintln!("portico import: {}: cannot write: {e}", path.display());
+        return EXIT_INVALID;
     }
     if explain {
         print!("{}", imported.explanation);

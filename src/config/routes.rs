@@ -99,6 +99,10 @@ pub struct RouteSpec {
     /// `max_body_size`: this route's request-body cap, instead of
     /// `limits.max_body_size`.
     pub max_body_size: Option<u64>,
+    /// `host_header`: the `Host` (HTTP/2 `:authority`) sent upstream
+    /// instead of the client's, for a backend that serves one virtual host
+    /// (ingress-nginx's `upstream-vhost`). Built once, here.
+    pub host_header: Option<http::HeaderValue>,
     /// Line where the route starts, for diffs and log messages.
     pub line: usize,
     /// Line and column of the route's path value, for messages about it.
@@ -156,6 +160,7 @@ impl RouteSpec {
             && self.allow_from == other.allow_from
             && self.redirect == other.redirect
             && self.max_body_size == other.max_body_size
+            && self.host_header == other.host_header
     }
 
     /// Host and path in one word for logs and diffs: `/billing`,
@@ -461,6 +466,7 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "allow_from",
     "redirect",
     "max_body_size",
+    "host_header",
 ];
 
 /// A route's `redirect:`: the answer Portico gives instead of proxying.
@@ -780,6 +786,27 @@ fn route(
         Some(node) => c.size(node, &format!("{label}: max_body_size")).map(Some),
         None => Some(None),
     };
+    let host_header = match m.get("host_header") {
+        Some(node) => {
+            let name = format!("{label}: host_header");
+            c.string(node, &name, "a host like \"billing.internal\"")
+                .and_then(|text| {
+                    let valid = !text.is_empty()
+                        && !text.contains('@')
+                        && text.bytes().all(|b| b.is_ascii_graphic())
+                        && text.parse::<Authority>().is_ok();
+                    if !valid {
+                        c.error(
+                            node.pos,
+                            format!("{name}: {text:?} must be a host name with an optional port, like billing.internal or billing.internal:8080"),
+                        );
+                        return None;
+                    }
+                    http::HeaderValue::from_str(&text.to_ascii_lowercase()).ok().map(Some)
+                })
+        }
+        None => Some(None),
+    };
     let mut canary = match m.get("canary") {
         Some(node) => super::canary::canary(c, node, &label, backends.as_deref()).map(Some),
         None => Some(None),
@@ -930,6 +957,7 @@ fn route(
         allow_from: allow_from?,
         redirect: redirect_spec?,
         max_body_size: max_body_size?,
+        host_header: host_header?,
         line: item.pos.line,
         path_pos: (path_pos.line, path_pos.column),
     })

@@ -728,7 +728,7 @@ fn route_errors_point_at_the_problem() {
             format!("{HEAD}    backend: http://billing:8080\n    timout: 5s\n"),
             4,
             5,
-            "unknown key \"timout\" in route \"/billing\"; expected one of: host, prefix, exact, backend, backends, strip_prefix, timeout, max_inflight, ca_file, balance, outlier, retries, retry_on, retry_buffer, circuit_breaker, discovery, dns_refresh, http2, canary, owner, shared, allow_from, redirect, max_body_size (did you mean \"timeout\"?)",
+            "unknown key \"timout\" in route \"/billing\"; expected one of: host, prefix, exact, backend, backends, strip_prefix, timeout, max_inflight, ca_file, balance, outlier, retries, retry_on, retry_buffer, circuit_breaker, discovery, dns_refresh, http2, canary, owner, shared, allow_from, redirect, max_body_size, host_header (did you mean \"timeout\"?)",
         ),
         ("routes:\n  - backend: http://billing:8080\n".into(), 2, 5, "route #1: prefix is required"),
         ("routes:\n  - prefix:\n    backend: http://billing:8080\n".into(), 2, 5, "route #1: prefix must not be empty"),

@@ -142,7 +142,6 @@ pub(crate) fn parse_stream(file: &Path, text: &str) -> Result<Vec<Node>, ConfigE
     let mut docs = Vec::new();
     let mut current = String::new();
     let mut has_content = false;
-    let mut lines_before = 0usize;
     let flush = |current: &mut String, has_content: &mut bool, docs: &mut Vec<Node>| {
         if *has_content {
             let node = parse(file, current)?;
@@ -152,7 +151,7 @@ pub(crate) fn parse_stream(file: &Path, text: &str) -> Result<Vec<Node>, ConfigE
         *has_content = false;
         Ok::<(), ConfigError>(())
     };
-    for line in text.split_inclusive('\n') {
+    for (lines_before, line) in text.split_inclusive('\n').enumerate() {
         let bare = line.trim_end_matches(['\n', '\r']);
         let is_marker = |m: &str| {
             bare == m
@@ -186,7 +185,6 @@ pub(crate) fn parse_stream(file: &Path, text: &str) -> Result<Vec<Node>, ConfigE
                 current.push('\n');
             }
         }
-        lines_before += 1;
     }
     flush(&mut current, &mut has_content, &mut docs)?;
     Ok(docs)

@@ -55,6 +55,8 @@ pub struct Annotations {
     pub redirect: Option<RedirectSpec>,
     pub app_root: Option<String>,
     pub hash_cookie: Option<String>,
+    /// `upstream-vhost`: the `Host` the backend gets.
+    pub host_header: Option<String>,
     /// Something security-relevant could not be carried over: import none
     /// of the Ingress's routes.
     pub refused: bool,
@@ -238,11 +240,17 @@ pub fn parse(id: &str, map: &BTreeMap<String, String>, findings: &mut Vec<Findin
                 FindingKind::Untranslated,
                 format!("{key}: {value:?}: Portico's HTTP-to-HTTPS redirect is gateway-wide: set listen.redirect_to_https: true in portico.yaml (with listen.http and listen.https) to redirect every plain request, or leave it off"),
             ),
-            "upstream-vhost" => report(
-                key,
-                FindingKind::Untranslated,
-                format!("Portico keeps the client's Host upstream; a backend that needs Host {value:?} must accept the public host too"),
-            ),
+            "upstream-vhost" => {
+                let valid = !value.is_empty()
+                    && !value.contains('@')
+                    && value.bytes().all(|b| b.is_ascii_graphic())
+                    && value.parse::<http::uri::Authority>().is_ok();
+                if valid {
+                    a.host_header = Some(value.to_ascii_lowercase());
+                } else {
+                    report(key, FindingKind::Untranslated, format!("{value:?} is not a host name (with an optional port); the backend gets the client's Host"));
+                }
+            }
             "limit-rps" | "limit-rpm" | "limit-connections" | "limit-burst-multiplier" => report(
                 key,
                 FindingKind::Untranslated,
@@ -275,7 +283,7 @@ fn canary_weight(weight: Option<&str>, total: Option<&str>) -> Result<u8, String
             "canary-weight {w} is more than canary-weight-total {total}"
         ));
     }
-    if (w * 100) % total != 0 {
+    if !(w * 100).is_multiple_of(total) {
         return Err(format!(
             "canary-weight {w} of {total} is not a whole percent; Portico's weight is a percent: set it by hand"
         ));
@@ -510,6 +518,7 @@ mod tests {
             ("whitelist-source-range", "10.0.0.0/8"),
             ("affinity", "cookie"),
             ("session-cookie-name", "route"),
+            ("upstream-vhost", "Billing.Internal:8080"),
         ]);
         assert!(!a.refused);
         assert_eq!(a.protocol, BackendProtocol::Grpcs);
@@ -517,6 +526,9 @@ mod tests {
         assert_eq!(a.max_body_size, Some(16 << 20));
         assert_eq!(a.allow_from.len(), 1);
         assert_eq!(a.hash_cookie.as_deref(), Some("route"));
+        assert_eq!(a.host_header.as_deref(), Some("billing.internal:8080"));
+        let (a, _) = parse_map(&[("upstream-vhost", "a.example\nhost: b")]);
+        assert!(a.host_header.is_none());
         // An unreadable allow-list closes, it does not open.
         let (a, f) = parse_map(&[("whitelist-source-range", "10.0.0.0/8,everyone")]);
         assert!(a.refused);

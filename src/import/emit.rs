@@ -414,6 +414,7 @@ fn route(
         canary: None,
         allow_from: ann.allow_from.clone(),
         max_body_size: ann.max_body_size,
+        host_header: ann.host_header.clone().filter(|_| !redirect),
         origin: ing.id(),
         written_path: p.path.clone(),
         path_type: p.path_type,
@@ -537,7 +538,7 @@ pub fn comment(s: &str) -> String {
 fn size(n: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (m, u) in UNITS {
-        if n >= m && n % m == 0 {
+        if n >= m && n.is_multiple_of(m) {
             return format!("{}{u}", n / m);
         }
     }
@@ -643,6 +644,9 @@ pub fn render(
         }
         if let Some(n) = r.max_body_size {
             key(&mut o, "max_body_size", size(n));
+        }
+        if let Some(h) = &r.host_header {
+            key(&mut o, "host_header", quote(h));
         }
         if let Some((url, weight)) = &r.canary {
             key(

@@ -147,7 +147,7 @@ pub fn nginx(
         // that matches, case-insensitively, from the start of the path.
         let mut candidates: Vec<(usize, &OutRoute)> =
             in_table().filter(|(_, r)| !r.exact).collect();
-        candidates.sort_by(|a, b| b.1.written_path.len().cmp(&a.1.written_path.len()));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.1.written_path.len()));
         for (i, r) in candidates {
             let hit = if r.strip_prefix {
                 // `/x(/|$)(.*)`: the prefix as whole segments.

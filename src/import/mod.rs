@@ -219,6 +219,8 @@ pub struct OutRoute {
     pub canary: Option<(String, u8)>,
     pub allow_from: Vec<ipnet::IpNet>,
     pub max_body_size: Option<u64>,
+    /// `host_header` (from `upstream-vhost`).
+    pub host_header: Option<String>,
     /// The Ingress it came from (`namespace/name`).
     pub origin: String,
     /// As written in the Ingress, for comments and `--explain`.

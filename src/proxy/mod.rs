@@ -300,7 +300,11 @@ impl Gateway {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             x.upgrade = true;
         }
-        if let Some(h) = &host
+        if let Some(vhost) = &route.spec.host_header {
+            // The backend serves one virtual host; x-forwarded-host below
+            // still names the client's.
+            parts.headers.insert(header::HOST, vhost.clone());
+        } else if let Some(h) = &host
             && !parts.headers.contains_key(header::HOST)
         {
             parts.headers.insert(header::HOST, h.clone());

@@ -517,11 +517,13 @@ const CORPUS: &[Case] = &[
         explained: &[],
         report: &[
             "limit-rps: not translated",
-            "upstream-vhost: not translated",
             "force-ssl-redirect: not translated",
             "enable-cors: not translated",
         ],
-        has: &["balance: {hash_cookie: \"cart-route\"}"],
+        has: &[
+            "balance: {hash_cookie: \"cart-route\"}",
+            "host_header: \"cart.internal\"",
+        ],
         lacks: &[],
     },
     Case {

@@ -1,7 +1,7 @@
 //! Route keys that `portico import` needs from ingress-nginx, over real
 //! sockets: `allow_from` (decided on the TCP peer, never a header),
-//! `redirect` (answered by Portico without a backend) and `max_body_size`
-//! (the route's own body cap).
+//! `redirect` (answered by Portico without a backend), `max_body_size`
+//! (the route's own body cap) and `host_header` (the upstream `Host`).
 
 use bytes::Bytes;
 use http::Request;
@@ -100,5 +100,26 @@ async fn max_body_size_overrides_the_gateway_limit_per_route() {
     assert_eq!(r.status, 413);
     let r = send(&client, post("/small", 512)).await;
     assert_eq!(r.status, 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn host_header_replaces_the_upstream_host_and_keeps_x_forwarded_host() {
+    let b = Backend::start("b").await;
+    let routes = format!(
+        "routes:\n\
+         - prefix: /vhost\n  backend: {u}\n  host_header: billing.internal:8080\n\
+         - prefix: /plain\n  backend: {u}\n",
+        u = b.url()
+    );
+    let gw = TestGateway::start(&routes).await;
+    let r = get_with(gw.addr, "/vhost/x", &[("host", "api.example.com")]).await;
+    assert_eq!(r.status, 200);
+    let seen = b.last();
+    assert_eq!(seen.headers["host"], "billing.internal:8080");
+    assert_eq!(seen.headers["x-forwarded-host"], "api.example.com");
+    let r = get_with(gw.addr, "/plain/x", &[("host", "api.example.com")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(b.last().headers["host"], "api.example.com");
     gw.shutdown().await;
 }
