@@ -260,6 +260,21 @@ fn explain(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    if !spec.allow_from.is_empty() {
+        let nets: Vec<String> = spec.allow_from.iter().map(ToString::to_string).collect();
+        println!(
+            "allowed: TCP peers in {} (others get 403 forbidden)",
+            nets.join(", ")
+        );
+    }
+    if let Some(r) = &spec.redirect {
+        println!(
+            "redirect: {} to {} (answered by Portico, no backend)",
+            r.status.as_u16(),
+            r.location.to_str().unwrap_or_default()
+        );
+        return;
+    }
     let stable = listed(&spec.backends);
     match &spec.canary {
         None => {
@@ -321,6 +336,12 @@ fn explain(
         upstream.push_str(q);
     }
     println!("upstream path: {upstream}");
+    if let Some(h) = &spec.host_header {
+        println!("upstream host: {}", h.to_str().unwrap_or_default());
+    }
+    if let Some(n) = spec.max_body_size {
+        println!("max body: {n} bytes (the route's max_body_size)");
+    }
     let timeout = spec.timeout.unwrap_or(cfg.limits.upstream_timeout);
     println!("timeout: {}", humantime::format_duration(timeout));
 }
@@ -423,7 +444,14 @@ fn print_table(cfg: &GatewayConfig, file: &config::RouteFile) {
         "HOST", "ROUTE", "STRIP", "TIMEOUT"
     );
     for r in &file.routes {
-        let backends: Vec<String> = r.backends.iter().map(|b| b.to_string()).collect();
+        let mut backends: Vec<String> = r.backends.iter().map(|b| b.to_string()).collect();
+        if let Some(rd) = &r.redirect {
+            backends.push(format!(
+                "redirect {} {}",
+                rd.status.as_u16(),
+                rd.location.to_str().unwrap_or_default()
+            ));
+        }
         let timeout = r.timeout.unwrap_or(cfg.limits.upstream_timeout);
         println!(
             "{:<24} {:<32} {:<6} {:<9} {}",

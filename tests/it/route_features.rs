@@ -67,6 +67,18 @@ async fn redirect_routes_answer_with_location_and_no_backend() {
     assert_eq!(r.header("location"), Some("/app"));
     assert!(b.seen().is_empty(), "redirects never reach a backend");
     assert_eq!(get(gw.addr, "/app/home").await.status, 200);
+    // /routes shows the redirect.
+    let table = get(gw.operator_addr, "/routes").await.json();
+    let old = table["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "/old")
+        .unwrap()
+        .clone();
+    assert_eq!(old["redirect"]["status"], 308);
+    assert_eq!(old["redirect"]["to"], "https://new.example.com/shop");
+    assert_eq!(old["backends"].as_array().unwrap().len(), 0);
     gw.shutdown().await;
 }
 
