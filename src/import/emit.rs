@@ -246,7 +246,7 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
             b.finding(&id, "spec.tls".into(), FindingKind::Note, "ingress-nginx redirects plain HTTP to HTTPS for TLS hosts by default (ssl-redirect); Portico does so only with listen.redirect_to_https: true in portico.yaml (for every host), and serves the certificates listed under tls.certificates there".into());
         }
         if ann.refused {
-            b.finding(&id, "Ingress".into(), FindingKind::Skipped, "no route of this Ingress is imported, because an annotation above was refused; fix that and import again".into());
+            b.finding(&id, "Ingress".into(), FindingKind::Skipped, "no route of this Ingress is imported, because of the refused annotation listed with it; fix that and import again".into());
             continue;
         }
         let (scheme, http2) = scheme(ann.protocol);
