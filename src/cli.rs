@@ -267,6 +267,11 @@ fn explain(
             nets.join(", ")
         );
     }
+    if spec.https_redirect {
+        println!(
+            "https redirect: on the plain listener, 308 to the same host and target on the HTTPS listener"
+        );
+    }
     if let Some(r) = &spec.redirect {
         println!(
             "redirect: {} to {} (answered by Portico, no backend)",

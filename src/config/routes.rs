@@ -103,6 +103,10 @@ pub struct RouteSpec {
     /// instead of the client's, for a backend that serves one virtual host
     /// (ingress-nginx's `upstream-vhost`). Built once, here.
     pub host_header: Option<http::HeaderValue>,
+    /// `https_redirect: true`: a request on the plain listener gets `308`
+    /// to the same host and target on the HTTPS listener (ingress-nginx's
+    /// `ssl-redirect`), when the gateway has one.
+    pub https_redirect: bool,
     /// Line where the route starts, for diffs and log messages.
     pub line: usize,
     /// Line and column of the route's path value, for messages about it.
@@ -161,6 +165,7 @@ impl RouteSpec {
             && self.redirect == other.redirect
             && self.max_body_size == other.max_body_size
             && self.host_header == other.host_header
+            && self.https_redirect == other.https_redirect
     }
 
     /// Host and path in one word for logs and diffs: `/billing`,
@@ -467,6 +472,7 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "redirect",
     "max_body_size",
     "host_header",
+    "https_redirect",
 ];
 
 /// A route's `redirect:`: the answer Portico gives instead of proxying.
@@ -807,6 +813,10 @@ fn route(
         }
         None => Some(None),
     };
+    let https_redirect = match m.get("https_redirect") {
+        Some(node) => c.boolean(node, &format!("{label}: https_redirect")),
+        None => Some(false),
+    };
     let mut canary = match m.get("canary") {
         Some(node) => super::canary::canary(c, node, &label, backends.as_deref()).map(Some),
         None => Some(None),
@@ -958,6 +968,7 @@ fn route(
         redirect: redirect_spec?,
         max_body_size: max_body_size?,
         host_header: host_header?,
+        https_redirect: https_redirect?,
         line: item.pos.line,
         path_pos: (path_pos.line, path_pos.column),
     })

@@ -728,7 +728,7 @@ fn route_errors_point_at_the_problem() {
             format!("{HEAD}    backend: http://billing:8080\n    timout: 5s\n"),
             4,
             5,
-            "unknown key \"timout\" in route \"/billing\"; expected one of: host, prefix, exact, backend, backends, strip_prefix, timeout, max_inflight, ca_file, balance, outlier, retries, retry_on, retry_buffer, circuit_breaker, discovery, dns_refresh, http2, canary, owner, shared, allow_from, redirect, max_body_size, host_header (did you mean \"timeout\"?)",
+            "unknown key \"timout\" in route \"/billing\"; expected one of: host, prefix, exact, backend, backends, strip_prefix, timeout, max_inflight, ca_file, balance, outlier, retries, retry_on, retry_buffer, circuit_breaker, discovery, dns_refresh, http2, canary, owner, shared, allow_from, redirect, max_body_size, host_header, https_redirect (did you mean \"timeout\"?)",
         ),
         ("routes:\n  - backend: http://billing:8080\n".into(), 2, 5, "route #1: prefix is required"),
         ("routes:\n  - prefix:\n    backend: http://billing:8080\n".into(), 2, 5, "route #1: prefix must not be empty"),
@@ -1218,14 +1218,17 @@ fn tracing_otlp_defaults_and_endpoint_paths() {
 #[test]
 fn allow_from_redirect_and_max_body_size() {
     let file = routes(
-        "routes:\n  - prefix: /a\n    backend: http://a\n    allow_from: [10.1.2.3/8, 192.168.0.1, \"::1\"]\n    max_body_size: 1MiB\n  - prefix: /old\n    redirect: {to: \"https://new.example.com/\", status: 301}\n  - exact: /\n    redirect: {to: /app}\n",
+        "routes:\n  - prefix: /a\n    backend: http://a\n    allow_from: [10.1.2.3/8, 192.168.0.1, \"::1\"]\n    max_body_size: 1MiB\n    https_redirect: true\n    host_header: A.internal:81\n  - prefix: /old\n    redirect: {to: \"https://new.example.com/\", status: 301}\n  - exact: /\n    redirect: {to: /app}\n",
     )
     .unwrap();
     let a = &file.routes[0];
     let nets: Vec<String> = a.allow_from.iter().map(|n| n.to_string()).collect();
     assert_eq!(nets, ["10.0.0.0/8", "192.168.0.1/32", "::1/128"]);
     assert_eq!(a.max_body_size, Some(1 << 20));
+    assert!(a.https_redirect);
+    assert_eq!(a.host_header.as_ref().unwrap(), "a.internal:81");
     assert!(a.redirect.is_none());
+    assert!(!file.routes[1].https_redirect);
     let old = file.routes[1].redirect.as_ref().unwrap();
     assert_eq!(old.status.as_u16(), 301);
     assert_eq!(old.location, "https://new.example.com/");

@@ -55,6 +55,10 @@ pub struct Annotations {
     pub redirect: Option<RedirectSpec>,
     pub app_root: Option<String>,
     pub hash_cookie: Option<String>,
+    /// `ssl-redirect` (default: on for TLS hosts).
+    pub ssl_redirect: Option<bool>,
+    /// `force-ssl-redirect: "true"`: redirect even without TLS on the host.
+    pub force_ssl_redirect: bool,
     /// `upstream-vhost`: the `Host` the backend gets.
     pub host_header: Option<String>,
     /// Something security-relevant could not be carried over: import none
@@ -235,11 +239,20 @@ pub fn parse(id: &str, map: &BTreeMap<String, String>, findings: &mut Vec<Findin
                 other => report(key, FindingKind::Untranslated, format!("only affinity: cookie translates, got {other:?}")),
             },
             "session-cookie-name" => {}
-            "ssl-redirect" | "force-ssl-redirect" => report(
-                key,
-                FindingKind::Untranslated,
-                format!("{key}: {value:?}: Portico's HTTP-to-HTTPS redirect is gateway-wide: set listen.redirect_to_https: true in portico.yaml (with listen.http and listen.https) to redirect every plain request, or leave it off"),
-            ),
+            "ssl-redirect" | "force-ssl-redirect" => match value {
+                "true" | "false" => {
+                    let on = value == "true";
+                    if key == "ssl-redirect" {
+                        a.ssl_redirect = Some(on);
+                    } else {
+                        a.force_ssl_redirect = on;
+                    }
+                    if on {
+                        report(key, FindingKind::Note, "translated to https_redirect: true, which Portico honours only with its own HTTPS listener (listen.https): behind a load balancer that terminates TLS, plain requests arrive from it and must not be redirected, so remove the key there".into());
+                    }
+                }
+                other => report(key, FindingKind::Untranslated, format!("expected \"true\" or \"false\", got {other:?}")),
+            },
             "upstream-vhost" => {
                 let valid = !value.is_empty()
                     && !value.contains('@')

@@ -225,6 +225,15 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
             regex_hosts.entry(host).or_insert_with(|| ing.id());
         }
     }
+    // Hosts with TLS in any Ingress: ingress-nginx redirects their plain
+    // requests by default (ssl-redirect).
+    let tls_hosts: BTreeSet<String> = ingresses
+        .iter()
+        .zip(&parsed)
+        .filter(|(_, a)| a.canary.is_none())
+        .flat_map(|(i, _)| i.tls.iter().flat_map(|(hosts, _)| hosts.iter()))
+        .filter_map(|h| host_pattern(h).ok())
+        .collect();
     let mut tls = Vec::new();
     // Stable Ingresses first: their paths, then (once every explicit path
     // is known) their default backends and app roots.
@@ -243,7 +252,7 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
             }
         }
         if !ing.tls.is_empty() && !ann.refused {
-            b.finding(&id, "spec.tls".into(), FindingKind::Note, "ingress-nginx redirects plain HTTP to HTTPS for TLS hosts by default (ssl-redirect); Portico does so only with listen.redirect_to_https: true in portico.yaml (for every host), and serves the certificates listed under tls.certificates there".into());
+            b.finding(&id, "spec.tls".into(), FindingKind::Note, "the certificates go in portico.yaml (tls.certificates); ingress-nginx redirects plain HTTP to HTTPS on TLS hosts by default, so their routes get https_redirect: true (honoured with Portico's own listen.https; remove it behind a load balancer that terminates TLS)".into());
         }
         if ann.refused {
             b.finding(&id, "Ingress".into(), FindingKind::Skipped, "no route of this Ingress is imported, because of the refused annotation listed with it; fix that and import again".into());
@@ -281,7 +290,10 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
                         regex_hosts[&host]
                     ));
                 }
-                let route = route(ing, ann, host.clone(), path, exact, strip, target, p, notes);
+                let mut route = route(ing, ann, host.clone(), path, exact, strip, target, p, notes);
+                route.https_redirect = ann.force_ssl_redirect
+                    || (ann.ssl_redirect != Some(false)
+                        && host.as_ref().is_some_and(|h| tls_hosts.contains(h)));
                 b.add(route, &subject);
             }
         }
@@ -320,7 +332,7 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
                         url: url.clone(),
                         http2,
                     };
-                    let r = route(
+                    let mut r = route(
                         ing,
                         ann,
                         host.clone(),
@@ -331,6 +343,9 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
                         &fake,
                         notes,
                     );
+                    r.https_redirect = ann.force_ssl_redirect
+                        || (ann.ssl_redirect != Some(false)
+                            && host.as_ref().is_some_and(|h| tls_hosts.contains(h)));
                     b.add(r, &subject);
                 }
             }
@@ -415,6 +430,7 @@ fn route(
         allow_from: ann.allow_from.clone(),
         max_body_size: ann.max_body_size,
         host_header: ann.host_header.clone().filter(|_| !redirect),
+        https_redirect: false,
         origin: ing.id(),
         written_path: p.path.clone(),
         path_type: p.path_type,
@@ -647,6 +663,9 @@ pub fn render(
         }
         if let Some(h) = &r.host_header {
             key(&mut o, "host_header", quote(h));
+        }
+        if r.https_redirect {
+            key(&mut o, "https_redirect", "true".into());
         }
         if let Some((url, weight)) = &r.canary {
             key(

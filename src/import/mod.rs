@@ -221,6 +221,9 @@ pub struct OutRoute {
     pub max_body_size: Option<u64>,
     /// `host_header` (from `upstream-vhost`).
     pub host_header: Option<String>,
+    /// `https_redirect: true` (`ssl-redirect` on a TLS host, or
+    /// `force-ssl-redirect`).
+    pub https_redirect: bool,
     /// The Ingress it came from (`namespace/name`).
     pub origin: String,
     /// As written in the Ingress, for comments and `--explain`.

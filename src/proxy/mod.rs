@@ -77,6 +77,9 @@ pub struct Gateway {
     /// Who reaches a route's canary (operator peers and token, the sticky
     /// cookie key).
     canary: CanaryGate,
+    /// Where a route's `https_redirect` sends plain requests: the HTTPS
+    /// listener, when the gateway has one.
+    https_redirect: Option<crate::tls::redirect::HttpsRedirect>,
 }
 
 impl Gateway {
@@ -100,7 +103,15 @@ impl Gateway {
             registry,
             spans,
             canary,
+            https_redirect: None,
         }
+    }
+
+    /// Routes with `https_redirect: true` send plain requests to this
+    /// HTTPS listener's port.
+    pub fn with_https_redirect(mut self, to: crate::tls::redirect::HttpsRedirect) -> Self {
+        self.https_redirect = Some(to);
+        self
     }
 
     /// Answers one request. Never fails: every error becomes a response.
@@ -239,6 +250,17 @@ impl Gateway {
         if let Some(r) = &route.spec.redirect {
             x.metrics = route.metrics.clone();
             return Err(ProxyError::Redirect(r.clone()));
+        }
+        // `https_redirect`: plain requests go to the HTTPS listener.
+        if route.spec.https_redirect
+            && !conn.tls
+            && let Some(to) = &self.https_redirect
+        {
+            x.metrics = route.metrics.clone();
+            return Err(ProxyError::Redirect(crate::config::Redirect {
+                location: to.location(&parts, &conn),
+                status: StatusCode::PERMANENT_REDIRECT,
+            }));
         }
         // Stable or canary; the canary's signals never go upstream.
         let (route, cookie) = self.canary(route, &mut parts.headers, &conn).await;

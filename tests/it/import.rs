@@ -59,7 +59,7 @@ const CORPUS: &[Case] = &[
         explained: &[],
         report: &["3 route(s), 0 finding(s), 0 request(s)"],
         has: &["prefix: \"/billing/reports\"\n"],
-        lacks: &["/billing/reports/\""],
+        lacks: &["/billing/reports/\"", "https_redirect"],
     },
     Case {
         file: "02-multi-host.yaml",
@@ -132,8 +132,11 @@ const CORPUS: &[Case] = &[
             (Some("pay.example.com"), "/", "none"),
         ],
         explained: &[],
-        report: &["redirect_to_https"],
+        report: &[
+            "payments/secure: spec.tls: note: the certificates go in portico.yaml (tls.certificates)",
+        ],
         has: &[
+            "    https_redirect: true\n",
             "#   pay.example.com: Secret payments/pay-example-com-tls (Ingress payments/secure)",
             "#   checkout.example.com: Secret payments/checkout-tls",
         ],
@@ -517,7 +520,7 @@ const CORPUS: &[Case] = &[
         explained: &[],
         report: &[
             "limit-rps: not translated",
-            "force-ssl-redirect: not translated",
+            "force-ssl-redirect: note: translated to https_redirect: true",
             "enable-cors: not translated",
         ],
         has: &[

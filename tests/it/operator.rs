@@ -441,6 +441,7 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 "allow_from": [],
                 "max_body_size": null,
                 "host_header": null,
+                "https_redirect": false,
                 "redirect": null,
             },
             {
@@ -468,6 +469,7 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 "allow_from": [],
                 "max_body_size": null,
                 "host_header": null,
+                "https_redirect": false,
                 "redirect": null,
             },
         ])
