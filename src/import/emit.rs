@@ -290,7 +290,18 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
                         regex_hosts[&host]
                     ));
                 }
-                let mut route = route(ing, ann, host.clone(), path, exact, strip, target, p, notes);
+                let written = (p.path.as_str(), p.path_type);
+                let mut route = route(
+                    ing,
+                    ann,
+                    host.clone(),
+                    path,
+                    exact,
+                    strip,
+                    target,
+                    written,
+                    notes,
+                );
                 route.https_redirect = ann.force_ssl_redirect
                     || (ann.ssl_redirect != Some(false)
                         && host.as_ref().is_some_and(|h| tls_hosts.contains(h)));
@@ -320,11 +331,6 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
             let subject = "spec.defaultBackend".to_string();
             if let Some(url) = b.backend_url(ing, &subject, svc, scheme) {
                 for host in &hosts {
-                    let fake = super::IngressPath {
-                        path: "/".into(),
-                        path_type: PathType::Prefix,
-                        backend: svc.clone(),
-                    };
                     let notes = vec![
                         "spec.defaultBackend: every path of this host no other route takes".into(),
                     ];
@@ -340,7 +346,7 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
                         false,
                         false,
                         target,
-                        &fake,
+                        ("/", PathType::Prefix),
                         notes,
                     );
                     r.https_redirect = ann.force_ssl_redirect
@@ -353,14 +359,6 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
         if let Some(root) = &ann.app_root {
             let subject = format!("{}app-root", annotations::NGINX);
             for host in &hosts {
-                let fake = super::IngressPath {
-                    path: "/".into(),
-                    path_type: PathType::Exact,
-                    backend: ServiceRef {
-                        name: String::new(),
-                        port: super::PortRef::Number(1),
-                    },
-                };
                 let target = Target::Redirect(RedirectSpec {
                     to: root.clone(),
                     status: 302,
@@ -374,7 +372,7 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
                     true,
                     false,
                     target,
-                    &fake,
+                    ("/", PathType::Exact),
                     notes,
                 );
                 r.timeout_secs = None;
@@ -415,7 +413,7 @@ fn route(
     exact: bool,
     strip_prefix: bool,
     target: Target,
-    p: &super::IngressPath,
+    (written_path, path_type): (&str, PathType),
     notes: Vec<String>,
 ) -> OutRoute {
     let redirect = matches!(target, Target::Redirect(_));
@@ -432,8 +430,8 @@ fn route(
         host_header: ann.host_header.clone().filter(|_| !redirect),
         https_redirect: false,
         origin: ing.id(),
-        written_path: p.path.clone(),
-        path_type: p.path_type,
+        written_path: written_path.to_string(),
+        path_type,
         notes,
         target,
     }

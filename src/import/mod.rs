@@ -539,6 +539,24 @@ fn ingress(doc: &Node, findings: &mut Vec<Finding>) -> Option<Ingress> {
         }
         rules.push(IngressRule { host, paths });
     }
+    // ingress-nginx serves its own class only; another controller's
+    // Ingress is imported (class names are configurable) but said so.
+    let class = text(spec, &["ingressClassName"]).or_else(|| {
+        text(
+            doc,
+            &["metadata", "annotations", "kubernetes.io/ingress.class"],
+        )
+    });
+    if let Some(class) = class.filter(|c| !c.contains("nginx")) {
+        findings.push(Finding {
+            object: id.clone(),
+            subject: "ingress class".into(),
+            kind: FindingKind::Note,
+            message: format!(
+                "class {class:?} is not nginx: imported all the same; if ingress-nginx did not serve this Ingress, leave it out"
+            ),
+        });
+    }
     let tls = items(spec.field("tls"))
         .iter()
         .map(|t| {

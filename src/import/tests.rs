@@ -169,3 +169,18 @@ fn refused_annotations_leave_the_ingress_out() {
         && f.subject == "nginx.ingress.kubernetes.io/server-snippet"));
     assert!(!out.text.contains("return 200"));
 }
+
+#[test]
+fn another_controllers_class_is_noted() {
+    let text = ingress_yaml("t", "", &rule("h.example.com", "/", "Prefix", "web"))
+        .replace("spec:\n", "spec:\n  ingressClassName: traefik\n");
+    let out = import_text("t", &text, "", false).unwrap();
+    assert_eq!(out.routes.len(), 1);
+    assert!(out.findings.iter().any(|f| f.subject == "ingress class"
+        && f.kind == FindingKind::Note
+        && f.message.contains("\"traefik\"")));
+    let nginx = ingress_yaml("t", "", &rule("h.example.com", "/", "Prefix", "web"))
+        .replace("spec:\n", "spec:\n  ingressClassName: nginx-internal\n");
+    let out = import_text("t", &nginx, "", false).unwrap();
+    assert!(out.findings.iter().all(|f| f.subject != "ingress class"));
+}
