@@ -694,9 +694,18 @@ pub fn render(
                         quote(b)
                     );
                 }
-                (Some(name), None) => {
-                    let _ = writeln!(o, "    expect: {{route: {}}}", quote(name));
-                }
+                (Some(name), None) => match t.status {
+                    Some(status) => {
+                        let _ = writeln!(
+                            o,
+                            "    expect: {{route: {}, status: {status}}}",
+                            quote(name)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(o, "    expect: {{route: {}}}", quote(name));
+                    }
+                },
             }
         }
     }

@@ -50,6 +50,8 @@ pub struct TestCase {
     /// Route name, or `None` for no route (404).
     pub route: Option<String>,
     pub backend: Option<String>,
+    /// A redirect route's status (Portico answers it).
+    pub status: Option<u16>,
 }
 
 fn wildcard_parent(host: &str) -> Option<&str> {
@@ -328,16 +330,16 @@ pub fn render(
 /// assertions of what Portico does.
 pub fn tests(routes: &[OutRoute], diffs: &[Difference]) -> Vec<TestCase> {
     let case = |why: String, path: &str, host: Option<String>, o: &Outcome| {
-        let (route, backend) = match o {
+        let (route, backend, status) = match o {
             Outcome::Route(i) => {
                 let r = &routes[*i];
-                let backend = match &r.target {
-                    Target::Backend { url, .. } => Some(url.clone()),
-                    Target::Redirect(_) => None,
+                let (backend, status) = match &r.target {
+                    Target::Backend { url, .. } => (Some(url.clone()), None),
+                    Target::Redirect(rd) => (None, Some(rd.status)),
                 };
-                (Some(r.name()), backend)
+                (Some(r.name()), backend, status)
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         TestCase {
             why,
@@ -345,6 +347,7 @@ pub fn tests(routes: &[OutRoute], diffs: &[Difference]) -> Vec<TestCase> {
             host,
             route,
             backend,
+            status,
         }
     };
     let mut out = Vec::new();

@@ -510,6 +510,7 @@ const CORPUS: &[Case] = &[
             "redirect: {to: \"https://blog.example.com/\", status: 301}",
             "redirect: {to: \"https://status.example.com/maintenance\", status: 302}",
             "redirect: {to: \"/app\", status: 302}",
+            "    host: \"www.example.org\"\n    expect: {route: \"www.example.org/blog\", status: 301}",
         ],
         lacks: &["unused"],
     },
