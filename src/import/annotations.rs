@@ -92,7 +92,6 @@ fn security_refusal(key: &str) -> Option<&'static str> {
         "ssl-passthrough" => Some(
             "TLS passthrough hands the connection to the backend undecrypted; Portico terminates TLS. Keep this host on a TCP load balancer",
         ),
-        "global-rate-limit" | "limit-whitelist" | "limit-allowlist" => None,
         _ => None,
     }
 }

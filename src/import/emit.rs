@@ -382,8 +382,10 @@ pub fn plan(ingresses: &[Ingress], services: &Services, findings: &mut Vec<Findi
         }
     }
     for (ing, ann) in ingresses.iter().zip(&parsed) {
-        if let Some(c) = &ann.canary {
-            canary(&mut b, ing, c);
+        match &ann.canary {
+            Some(_) if ann.refused => b.finding(&ing.id(), "Ingress".into(), FindingKind::Skipped, "this canary is not merged, because of the refused annotation listed with it; fix that and import again".into()),
+            Some(c) => canary(&mut b, ing, c),
+            None => {}
         }
     }
     let mut routes = b.routes;

@@ -184,3 +184,21 @@ fn another_controllers_class_is_noted() {
     let out = import_text("t", &nginx, "", false).unwrap();
     assert!(out.findings.iter().all(|f| f.subject != "ingress class"));
 }
+
+#[test]
+fn a_canary_with_a_refused_annotation_is_not_merged() {
+    let stable = ingress_yaml("web", "", &rule("h.example.com", "/", "Prefix", "v1"));
+    let canary = ingress_yaml(
+        "web-canary",
+        "    nginx.ingress.kubernetes.io/canary: \"true\"\n    nginx.ingress.kubernetes.io/configuration-snippet: \"x\"\n",
+        &rule("h.example.com", "/", "Prefix", "v2"),
+    );
+    let out = import_text("t", &format!("{stable}---\n{canary}"), "", false).unwrap();
+    assert_eq!(out.routes.len(), 1);
+    assert!(out.routes[0].canary.is_none());
+    assert!(
+        out.findings
+            .iter()
+            .any(|f| f.object == "ns/web-canary" && f.kind == FindingKind::Security)
+    );
+}
