@@ -1,7 +1,8 @@
 //! The public request path. [`Gateway::handle`] reads top to bottom in the
 //! order of DESIGN.md §"Request path": request id, header size, path
-//! normalization, reserved operator paths, route lookup, in-flight limits,
-//! header rewriting, upstream exchange, response.
+//! normalization, reserved operator paths, route lookup, the route's own
+//! answers (allow-list, redirects), in-flight limits, header rewriting,
+//! upstream exchange, response.
 
 pub mod body;
 pub mod discovery;
@@ -112,6 +113,38 @@ impl Gateway {
     pub fn with_https_redirect(mut self, to: crate::tls::redirect::HttpsRedirect) -> Self {
         self.https_redirect = Some(to);
         self
+    }
+
+    /// The answer a route gives without a backend, decided before limits,
+    /// canary and backend: `403` for a TCP peer outside its `allow_from`
+    /// (the peer address only, never a header), its `redirect:`, or `308`
+    /// to the HTTPS listener for a plain request to an `https_redirect`
+    /// route. Each is read from the route as built; a route without them
+    /// pays one branch for each.
+    #[inline]
+    fn route_answer(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        conn: &ConnInfo,
+    ) -> Option<ProxyError> {
+        let spec = &route.spec;
+        if !spec.allow_from.is_empty() && !peer_allowed(&spec.allow_from, conn) {
+            return Some(ProxyError::Forbidden);
+        }
+        if let Some(r) = &spec.redirect {
+            return Some(ProxyError::Redirect(r.clone()));
+        }
+        if spec.https_redirect
+            && !conn.tls
+            && let Some(to) = &self.https_redirect
+        {
+            return Some(ProxyError::Redirect(crate::config::Redirect {
+                location: to.location(parts, conn),
+                status: StatusCode::PERMANENT_REDIRECT,
+            }));
+        }
+        None
     }
 
     /// Answers one request. Never fails: every error becomes a response.
@@ -239,28 +272,10 @@ impl Gateway {
             x.metrics = selected.miss.clone();
             return Err(ProxyError::NoRoute);
         };
-        // Per-route source allow-list, decided on the TCP peer only (never
-        // a header), before anything else about the route is done.
-        // Routes without one pay this one branch.
-        if !route.spec.allow_from.is_empty() && !peer_allowed(&route.spec.allow_from, &conn) {
+        // What the route answers itself: its allow-list, its redirects.
+        if let Some(answer) = self.route_answer(&route, &parts, &conn) {
             x.metrics = route.metrics.clone();
-            return Err(ProxyError::Forbidden);
-        }
-        // A redirect route is answered here; it has no backend.
-        if let Some(r) = &route.spec.redirect {
-            x.metrics = route.metrics.clone();
-            return Err(ProxyError::Redirect(r.clone()));
-        }
-        // `https_redirect`: plain requests go to the HTTPS listener.
-        if route.spec.https_redirect
-            && !conn.tls
-            && let Some(to) = &self.https_redirect
-        {
-            x.metrics = route.metrics.clone();
-            return Err(ProxyError::Redirect(crate::config::Redirect {
-                location: to.location(&parts, &conn),
-                status: StatusCode::PERMANENT_REDIRECT,
-            }));
+            return Err(answer);
         }
         // Stable or canary; the canary's signals never go upstream.
         let (route, cookie) = self.canary(route, &mut parts.headers, &conn).await;
