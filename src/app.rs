@@ -154,7 +154,14 @@ pub async fn start(
         crate::routing::canary::KeySource::Random => "made at start (this process only)",
     };
     tracing::debug!("sticky canary cookies are signed with a key {source}");
-    let gateway = Arc::new(Gateway::new(
+    // Routes with `https_redirect` point plain requests at the HTTPS
+    // listener (its port, or listen.redirect_port when set).
+    let https_port = listeners
+        .https
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| cfg.listen.redirect_port.unwrap_or(a.port()));
+    let gateway = Gateway::new(
         live.clone(),
         &metrics,
         RequestLimits {
@@ -166,7 +173,11 @@ pub async fn start(
         drain.inflight.clone(),
         spans,
         canary,
-    ));
+    );
+    let gateway = Arc::new(match https_port {
+        Some(port) => gateway.with_https_redirect(HttpsRedirect::new(port, &metrics)),
+        None => gateway,
+    });
     // Before any "listening" line: from then on SIGHUP must mean "reload".
     let hup = crate::lifecycle::watch::sighup();
     // SIGHUP reloads the route file and, through this, the certificates.

@@ -260,6 +260,26 @@ fn explain(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    if !spec.allow_from.is_empty() {
+        let nets: Vec<String> = spec.allow_from.iter().map(ToString::to_string).collect();
+        println!(
+            "allowed: TCP peers in {} (others get 403 forbidden)",
+            nets.join(", ")
+        );
+    }
+    if spec.https_redirect {
+        println!(
+            "https redirect: on the plain listener, 308 to the same host and target on the HTTPS listener"
+        );
+    }
+    if let Some(r) = &spec.redirect {
+        println!(
+            "redirect: {} to {} (answered by Portico, no backend)",
+            r.status.as_u16(),
+            r.location.to_str().unwrap_or_default()
+        );
+        return;
+    }
     let stable = listed(&spec.backends);
     match &spec.canary {
         None => {
@@ -321,6 +341,12 @@ fn explain(
         upstream.push_str(q);
     }
     println!("upstream path: {upstream}");
+    if let Some(h) = &spec.host_header {
+        println!("upstream host: {}", h.to_str().unwrap_or_default());
+    }
+    if let Some(n) = spec.max_body_size {
+        println!("max body: {n} bytes (the route's max_body_size)");
+    }
     let timeout = spec.timeout.unwrap_or(cfg.limits.upstream_timeout);
     println!("timeout: {}", humantime::format_duration(timeout));
 }
@@ -423,7 +449,14 @@ fn print_table(cfg: &GatewayConfig, file: &config::RouteFile) {
         "HOST", "ROUTE", "STRIP", "TIMEOUT"
     );
     for r in &file.routes {
-        let backends: Vec<String> = r.backends.iter().map(|b| b.to_string()).collect();
+        let mut backends: Vec<String> = r.backends.iter().map(|b| b.to_string()).collect();
+        if let Some(rd) = &r.redirect {
+            backends.push(format!(
+                "redirect {} {}",
+                rd.status.as_u16(),
+                rd.location.to_str().unwrap_or_default()
+            ));
+        }
         let timeout = r.timeout.unwrap_or(cfg.limits.upstream_timeout);
         println!(
             "{:<24} {:<32} {:<6} {:<9} {}",
@@ -467,4 +500,42 @@ pub fn demo(listen: SocketAddr, listen_https: SocketAddr) -> u8 {
         Err(code) => return code,
     };
     rt.block_on(crate::demo::run(listen, listen_https))
+}
+
+/// `portico import`: the route file on stdout (or `output`), every finding
+/// on stderr; with `explain`, the behaviour differences on stdout. Exit 1
+/// when an input cannot be read or parsed.
+pub fn import(opts: &crate::import::ImportOptions, output: Option<&Path>, explain: bool) -> u8 {
+    let imported = match crate::import::import(opts) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("portico import: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    for f in &imported.findings {
+        eprintln!(
+            "portico import: {}",
+            crate::import::emit_comment(&f.to_string())
+        );
+    }
+    eprintln!(
+        "portico import: {} route(s), {} finding(s), {} request(s) routed differently from ingress-nginx{}",
+        imported.routes.len(),
+        imported.findings.len(),
+        imported.differences.len(),
+        if explain { "" } else { " (see --explain)" }
+    );
+    if let Some(path) = output
+        && let Err(e) = std::fs::write(path, &imported.text)
+    {
+        eprintln!("portico import: {}: cannot write: {e}", path.display());
+        return EXIT_INVALID;
+    }
+    if explain {
+        print!("{}", imported.explanation);
+    } else if output.is_none() {
+        print!("{}", imported.text);
+    }
+    0
 }

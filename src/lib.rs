@@ -19,6 +19,8 @@
 //! * [`operator`]: the operator-only surface.
 //! * [`observability`]: metrics, the access log, JSON logging.
 //! * [`lifecycle`]: route reloads and shutdown.
+//! * [`import`]: `portico import`, Kubernetes Ingress objects to a route
+//!   file, with the behaviour differences from ingress-nginx.
 //! * [`app`]: wiring all of the above from one config.
 //! * [`demo`]: `portico demo`, the gateway with built-in backends.
 
@@ -26,6 +28,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod import;
 pub mod lifecycle;
 pub mod observability;
 pub mod operator;

@@ -52,6 +52,24 @@ enum Command {
         #[arg(long)]
         canary: bool,
     },
+    /// Write a route file from Kubernetes Ingress manifests (ingress-nginx), with a report of what did not translate.
+    Import {
+        /// Ingress manifests: YAML with one or more documents, or a `kubectl get ingress -A -o yaml` List; `-` reads standard input.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Service manifests, for backends that name their port (several allowed).
+        #[arg(long, value_name = "FILE")]
+        services: Vec<PathBuf>,
+        /// Write the route file here instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// List, per host, the requests ingress-nginx and Portico route differently (on standard output; the route file then needs --output).
+        #[arg(long)]
+        explain: bool,
+        /// Add those requests, and one per route, to the route file's tests.
+        #[arg(long)]
+        emit_tests: bool,
+    },
     /// Run the gateway with built-in demo backends on loopback.
     Demo {
         /// Public listener of the demo gateway.
@@ -79,6 +97,21 @@ fn main() -> ExitCode {
             path.as_deref(),
             host.as_deref(),
             cli::AsRequest { operator, canary },
+        ),
+        Command::Import {
+            files,
+            services,
+            output,
+            explain,
+            emit_tests,
+        } => cli::import(
+            &portico::import::ImportOptions {
+                inputs: files,
+                services,
+                emit_tests,
+            },
+            output.as_deref(),
+            explain,
         ),
         Command::Demo {
             listen,

@@ -160,6 +160,11 @@ fn serves_alike(a: &RouteSpec, b: &RouteSpec) -> bool {
         && a.retry_buffer == b.retry_buffer
         && a.dns_refresh == b.dns_refresh
         && a.canary == b.canary
+        && a.allow_from == b.allow_from
+        && a.redirect == b.redirect
+        && a.max_body_size == b.max_body_size
+        && a.host_header == b.host_header
+        && a.https_redirect == b.https_redirect
 }
 
 /// `portico check --lint`: the warnings for a valid file, in file order.
@@ -308,6 +313,31 @@ routes:
             found[1].starts_with("r.yaml:22:13: warning: route \"/b/c\" (owner team-c) lies under \"/b\" (owner team-b, line 19)"),
             "{found:#?}"
         );
+    }
+
+    // Regression: a sub-route that only adds an allow-list (or another
+    // request-path setting) was reported as shadowed, "remove it", which
+    // would have opened what it closes.
+    #[test]
+    fn a_route_that_adds_a_control_is_not_shadowed() {
+        for extra in [
+            "    allow_from: [10.0.0.0/8]\n",
+            "    max_body_size: 1KiB\n",
+            "    host_header: a.internal\n",
+            "    https_redirect: true\n",
+        ] {
+            let text = format!(
+                "routes:\n  - prefix: /a\n    backend: http://a:1\n  - prefix: /a/admin\n    backend: http://a:1\n{extra}"
+            );
+            let f = file(&text);
+            assert!(
+                lint(&f).iter().all(|w| !w.message.contains("shadowed")),
+                "{extra}"
+            );
+        }
+        let plain = "routes:\n  - prefix: /a\n    backend: http://a:1\n  - prefix: /a/admin\n    backend: http://a:1\n";
+        let f = file(plain);
+        assert!(lint(&f).iter().any(|w| w.message.contains("shadowed")));
     }
 
     #[test]

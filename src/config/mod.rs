@@ -25,10 +25,10 @@ pub mod duration;
 pub mod error;
 mod gateway;
 pub mod governance;
-mod routes;
+pub(crate) mod routes;
 mod size;
 mod telemetry;
-mod yaml;
+pub(crate) mod yaml;
 
 #[cfg(test)]
 mod tests;
@@ -45,7 +45,7 @@ pub use gateway::{
 pub use governance::Warning;
 pub use routes::{
     BackendUrl, Balance, CircuitBreaker, DEFAULT_HOST_LABEL, DEFAULT_RETRIES, HostPattern,
-    InvalidBackendUrl, InvalidHost, OutlierPolicy, RouteFile, RouteKey, RouteSpec,
+    InvalidBackendUrl, InvalidHost, OutlierPolicy, Redirect, RouteFile, RouteKey, RouteSpec,
     parse_route_file,
 };
 pub use size::parse_size;

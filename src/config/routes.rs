@@ -90,6 +90,23 @@ pub struct RouteSpec {
     /// `shared: true`: the route shares its subtree with another owner's
     /// route on purpose.
     pub shared: bool,
+    /// `allow_from: [CIDR, ..]`: only TCP peers inside one of these reach
+    /// the route; others get `403 forbidden`. Empty: everyone.
+    pub allow_from: Vec<ipnet::IpNet>,
+    /// `redirect: {to, status}`: Portico answers the route itself, and the
+    /// route has no backends.
+    pub redirect: Option<Redirect>,
+    /// `max_body_size`: this route's request-body cap, instead of
+    /// `limits.max_body_size`.
+    pub max_body_size: Option<u64>,
+    /// `host_header`: the `Host` (HTTP/2 `:authority`) sent upstream
+    /// instead of the client's, for a backend that serves one virtual host
+    /// (ingress-nginx's `upstream-vhost`). Built once, here.
+    pub host_header: Option<http::HeaderValue>,
+    /// `https_redirect: true`: a request on the plain listener gets `308`
+    /// to the same host and target on the HTTPS listener (ingress-nginx's
+    /// `ssl-redirect`), when the gateway has one.
+    pub https_redirect: bool,
     /// Line where the route starts, for diffs and log messages.
     pub line: usize,
     /// Line and column of the route's path value, for messages about it.
@@ -144,6 +161,11 @@ impl RouteSpec {
             && self.canary == other.canary
             && self.owner == other.owner
             && self.shared == other.shared
+            && self.allow_from == other.allow_from
+            && self.redirect == other.redirect
+            && self.max_body_size == other.max_body_size
+            && self.host_header == other.host_header
+            && self.https_redirect == other.https_redirect
     }
 
     /// Host and path in one word for logs and diffs: `/billing`,
@@ -446,7 +468,103 @@ pub(super) const ROUTE_KEYS: &[&str] = &[
     "canary",
     "owner",
     "shared",
+    "allow_from",
+    "redirect",
+    "max_body_size",
+    "host_header",
+    "https_redirect",
 ];
+
+/// A route's `redirect:`: the answer Portico gives instead of proxying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// The `Location`: an absolute `http(s)://` URL or a path.
+    pub location: http::HeaderValue,
+    /// 301, 302, 307 or 308.
+    pub status: http::StatusCode,
+}
+
+/// `redirect: {to: URL, status: 301|302|307|308}` (status default 302).
+fn redirect(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<Redirect> {
+    let m = c.mapping(node, name, &["to", "status"])?;
+    let to = c.required(&m, "to", name, "e.g. to: https://www.example.com/")?;
+    let text = c.string(
+        &to.value,
+        &format!("{name}: to"),
+        "a URL like \"https://www.example.com/\" or a path like \"/app\"",
+    )?;
+    let valid = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_graphic())
+        && if text.starts_with('/') {
+            !text.starts_with("//") && text.parse::<http::uri::PathAndQuery>().is_ok()
+        } else {
+            text.parse::<Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority().is_some_and(|a| !a.as_str().contains('@'))
+            })
+        };
+    if !valid {
+        c.error(
+            to.value.pos,
+            format!("{name}: to: {text:?} must be an absolute http:// or https:// URL (no user info, no spaces) or a path starting with a single \"/\""),
+        );
+        return None;
+    }
+    let status = match m.get("status") {
+        None => 302,
+        Some(n) => {
+            let v = c.number(n, &format!("{name}: status"), 301, 308)?;
+            if !matches!(v, 301 | 302 | 307 | 308) {
+                c.error(
+                    n.pos,
+                    format!("{name}: status must be 301, 302, 307 or 308, got {v}"),
+                );
+                return None;
+            }
+            v as u16
+        }
+    };
+    Some(Redirect {
+        location: http::HeaderValue::from_str(text).ok()?,
+        status: http::StatusCode::from_u16(status).ok()?,
+    })
+}
+
+/// `allow_from: [CIDR or address, ..]`, at least one.
+fn allow_from(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<Vec<ipnet::IpNet>> {
+    let items = c.list(node, name, "CIDRs like [10.0.0.0/8]")?;
+    if items.is_empty() {
+        c.error(
+            node.pos,
+            format!("{name}: must list at least one CIDR (leave allow_from out to allow everyone)"),
+        );
+        return None;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let Some(text) = c.string(item, &format!("{name}[{i}]"), "a CIDR like 10.0.0.0/8") else {
+            ok = false;
+            continue;
+        };
+        match text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(net) => out.push(net.trunc()),
+            Err(_) => {
+                c.error(
+                    item.pos,
+                    format!(
+                        "{name}[{i}]: {text:?} is not a CIDR (like 10.0.0.0/8) or an IP address"
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
 
 /// The keys of the route file's top level.
 pub(super) const TOP_KEYS: &[&str] = &["routes", "tests", "functions"];
@@ -633,7 +751,72 @@ fn route(
         seen.insert(key, item.pos.line);
     }
 
-    let mut backends = backends(c, &m, &label);
+    let redirect_spec = match m.get("redirect") {
+        Some(node) => redirect(c, node, &format!("{label}: redirect")).map(Some),
+        None => Some(None),
+    };
+    let mut backends = if m.get("redirect").is_some() {
+        // A redirect is answered by Portico: nothing to proxy to.
+        let conflicting = [
+            "backend",
+            "backends",
+            "canary",
+            "strip_prefix",
+            "http2",
+            "ca_file",
+            "discovery",
+        ]
+        .into_iter()
+        .find_map(|k| m.entry(k));
+        match conflicting {
+            Some(e) => {
+                c.error(
+                    e.key_pos,
+                    format!(
+                        "{label}: {} does not apply to a redirect route (Portico answers it without a backend); remove one of them",
+                        e.key
+                    ),
+                );
+                None
+            }
+            None => Some(Vec::new()),
+        }
+    } else {
+        backends(c, &m, &label)
+    };
+    let allow_from = match m.get("allow_from") {
+        Some(node) => allow_from(c, node, &format!("{label}: allow_from")),
+        None => Some(Vec::new()),
+    };
+    let max_body_size = match m.get("max_body_size") {
+        Some(node) => c.size(node, &format!("{label}: max_body_size")).map(Some),
+        None => Some(None),
+    };
+    let host_header = match m.get("host_header") {
+        Some(node) => {
+            let name = format!("{label}: host_header");
+            c.string(node, &name, "a host like \"billing.internal\"")
+                .and_then(|text| {
+                    let valid = !text.is_empty()
+                        && !text.contains('@')
+                        && text.bytes().all(|b| b.is_ascii_graphic())
+                        && text.parse::<Authority>().is_ok();
+                    if !valid {
+                        c.error(
+                            node.pos,
+                            format!("{name}: {text:?} must be a host name with an optional port, like billing.internal or billing.internal:8080"),
+                        );
+                        return None;
+                    }
+                    http::HeaderValue::from_str(&text.to_ascii_lowercase()).ok().map(Some)
+                })
+        }
+        None => Some(None),
+    };
+    let https_redirect = match m.get("https_redirect") {
+        Some(node) => c.boolean(node, &format!("{label}: https_redirect")),
+        None => Some(false),
+    };
     let mut canary = match m.get("canary") {
         Some(node) => super::canary::canary(c, node, &label, backends.as_deref()).map(Some),
         None => Some(None),
@@ -781,6 +964,11 @@ fn route(
         canary: canary?,
         owner: owner?,
         shared: shared?,
+        allow_from: allow_from?,
+        redirect: redirect_spec?,
+        max_body_size: max_body_size?,
+        host_header: host_header?,
+        https_redirect: https_redirect?,
         line: item.pos.line,
         path_pos: (path_pos.line, path_pos.column),
     })
@@ -1118,7 +1306,7 @@ pub(super) fn prefix_problem(prefix: &str) -> Option<String> {
 /// What is wrong with a route path, as the end of "prefix ..." or
 /// "exact ...", or `None`. An exact path may end in `/` (it then matches
 /// only the path with the slash); a prefix may not.
-pub(super) fn path_problem(prefix: &str, exact: bool) -> Option<String> {
+pub(crate) fn path_problem(prefix: &str, exact: bool) -> Option<String> {
     if !prefix.starts_with('/') {
         return Some(format!("must start with \"/\" (write \"/{prefix}\")"));
     }

@@ -728,7 +728,7 @@ fn route_errors_point_at_the_problem() {
             format!("{HEAD}    backend: http://billing:8080\n    timout: 5s\n"),
             4,
             5,
-            "unknown key \"timout\" in route \"/billing\"; expected one of: host, prefix, exact, backend, backends, strip_prefix, timeout, max_inflight, ca_file, balance, outlier, retries, retry_on, retry_buffer, circuit_breaker, discovery, dns_refresh, http2, canary, owner, shared (did you mean \"timeout\"?)",
+            "unknown key \"timout\" in route \"/billing\"; expected one of: host, prefix, exact, backend, backends, strip_prefix, timeout, max_inflight, ca_file, balance, outlier, retries, retry_on, retry_buffer, circuit_breaker, discovery, dns_refresh, http2, canary, owner, shared, allow_from, redirect, max_body_size, host_header, https_redirect (did you mean \"timeout\"?)",
         ),
         ("routes:\n  - backend: http://billing:8080\n".into(), 2, 5, "route #1: prefix is required"),
         ("routes:\n  - prefix:\n    backend: http://billing:8080\n".into(), 2, 5, "route #1: prefix must not be empty"),
@@ -1213,4 +1213,103 @@ fn tracing_otlp_defaults_and_endpoint_paths() {
             .endpoint,
         "http://c:4318/v1/traces"
     );
+}
+
+#[test]
+fn allow_from_redirect_and_max_body_size() {
+    let file = routes(
+        "routes:\n  - prefix: /a\n    backend: http://a\n    allow_from: [10.1.2.3/8, 192.168.0.1, \"::1\"]\n    max_body_size: 1MiB\n    https_redirect: true\n    host_header: A.internal:81\n  - prefix: /old\n    redirect: {to: \"https://new.example.com/\", status: 301}\n  - exact: /\n    redirect: {to: /app}\n",
+    )
+    .unwrap();
+    let a = &file.routes[0];
+    let nets: Vec<String> = a.allow_from.iter().map(|n| n.to_string()).collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.168.0.1/32", "::1/128"]);
+    assert_eq!(a.max_body_size, Some(1 << 20));
+    assert!(a.https_redirect);
+    assert_eq!(a.host_header.as_ref().unwrap(), "a.internal:81");
+    assert!(a.redirect.is_none());
+    assert!(!file.routes[1].https_redirect);
+    let old = file.routes[1].redirect.as_ref().unwrap();
+    assert_eq!(old.status.as_u16(), 301);
+    assert_eq!(old.location, "https://new.example.com/");
+    assert!(file.routes[1].backends.is_empty());
+    assert_eq!(
+        file.routes[2].redirect.as_ref().unwrap().status.as_u16(),
+        302
+    );
+}
+
+#[test]
+fn allow_from_redirect_and_max_body_size_errors() {
+    const HEAD: &str = "routes:\n  - prefix: /billing\n";
+    let cases: Vec<(String, usize, usize, &str)> = vec![
+        (
+            format!("{HEAD}    backend: http://a\n    allow_from: []\n"),
+            4,
+            5,
+            "allow_from: must list at least one CIDR",
+        ),
+        (
+            format!("{HEAD}    backend: http://a\n    allow_from: [10.0.0.0/33]\n"),
+            4,
+            18,
+            "allow_from[0]: \"10.0.0.0/33\" is not a CIDR",
+        ),
+        (
+            format!("{HEAD}    backend: http://a\n    allow_from: 10.0.0.0/8\n"),
+            4,
+            17,
+            "allow_from: expected",
+        ),
+        (
+            format!("{HEAD}    backend: http://a\n    max_body_size: lots\n"),
+            4,
+            20,
+            "max_body_size",
+        ),
+        (
+            format!("{HEAD}    redirect: {{to: \"https://x.example/\"}}\n    backend: http://a\n"),
+            4,
+            5,
+            "backend does not apply to a redirect route",
+        ),
+        (
+            format!("{HEAD}    redirect: {{to: \"https://x.example/\", status: 303}}\n"),
+            3,
+            50,
+            "status must be 301, 302, 307 or 308, got 303",
+        ),
+        (
+            format!("{HEAD}    redirect: {{to: \"javascript:alert(1)\"}}\n"),
+            3,
+            20,
+            "must be an absolute http:// or https:// URL",
+        ),
+        (
+            format!("{HEAD}    redirect: {{to: \"//evil.example\"}}\n"),
+            3,
+            20,
+            "must be an absolute",
+        ),
+        (
+            format!("{HEAD}    redirect: {{to: \"https://a.example/\\nb\"}}\n"),
+            3,
+            20,
+            "must be an absolute",
+        ),
+        (
+            format!("{HEAD}    redirect: {{status: 301}}\n"),
+            3,
+            5,
+            "to is required",
+        ),
+    ];
+    for (yaml, line, col, needle) in cases {
+        let errs = errors(routes(&yaml));
+        assert!(
+            errs.iter()
+                .any(|(l, c, m)| *l == line && *c == col && m.contains(needle)),
+            "{yaml}\nwant {line}:{col} {needle:?}\ngot {errs:?}"
+        );
+    }
 }

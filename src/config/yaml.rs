@@ -130,6 +130,66 @@ pub(crate) fn parse(file: &Path, text: &str) -> Result<Node, ConfigError> {
     }
 }
 
+/// Parses a multi-document stream (`---` between documents, as
+/// `kubectl` and Helm write manifests) into one tree per document, each
+/// with positions in the whole text. Empty documents (comments only) are
+/// left out. A document marker (`---` or `...` at the start of a line) is a
+/// marker wherever it appears in YAML, even inside a block scalar, so the
+/// stream is split on those lines; each document is parsed with the lines
+/// before it blanked, so its positions count from the top of the file.
+pub(crate) fn parse_stream(file: &Path, text: &str) -> Result<Vec<Node>, ConfigError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut has_content = false;
+    let flush = |current: &mut String, has_content: &mut bool, docs: &mut Vec<Node>| {
+        if *has_content {
+            let node = parse(file, current)?;
+            docs.push(node);
+        }
+        current.clear();
+        *has_content = false;
+        Ok::<(), ConfigError>(())
+    };
+    for (lines_before, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let is_marker = |m: &str| {
+            bare == m
+                || bare
+                    .strip_prefix(m)
+                    .is_some_and(|rest| rest.starts_with([' ', '\t']))
+        };
+        if is_marker("---") || is_marker("...") {
+            flush(&mut current, &mut has_content, &mut docs)?;
+            current.push_str(&"\n".repeat(lines_before));
+            // Content after `--- ` stays in place (columns kept).
+            let rest = if is_marker("---") { &bare[3..] } else { "" };
+            if !rest.trim().is_empty() && !rest.trim_start().starts_with('#') {
+                has_content = true;
+            }
+            current.push_str("   ");
+            current.push_str(rest);
+            current.push('\n');
+        } else {
+            if current.is_empty() && lines_before > 0 {
+                current.push_str(&"\n".repeat(lines_before));
+            }
+            let t = bare.trim();
+            if !t.is_empty() && !t.starts_with('#') && !t.starts_with('%') {
+                has_content = true;
+            }
+            // Directives (%YAML) belong to the stream, not the document.
+            if !bare.starts_with('%') {
+                current.push_str(line);
+            } else {
+                current.push('\n');
+            }
+        }
+    }
+    flush(&mut current, &mut has_content, &mut docs)?;
+    Ok(docs)
+}
+
 fn convert(node: &marked_yaml::Node, key_pos: Option<Pos>) -> Node {
     let start = pos_of(node.span().start());
     match node {

@@ -255,6 +255,16 @@ impl Operator {
                     })),
                     "owner": r.spec.owner,
                     "shared": r.spec.shared,
+                    // Empty: every peer. The route's own body cap, the
+                    // Host its backends get, its redirect (null: none).
+                    "allow_from": r.spec.allow_from.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "max_body_size": r.spec.max_body_size,
+                    "host_header": r.spec.host_header.as_ref().and_then(|h| h.to_str().ok()),
+                    "https_redirect": r.spec.https_redirect,
+                    "redirect": r.spec.redirect.as_ref().map(|rd| json!({
+                        "to": rd.location.to_str().unwrap_or_default(),
+                        "status": rd.status.as_u16(),
+                    })),
                 })
             })
             .collect();

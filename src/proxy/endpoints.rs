@@ -163,7 +163,8 @@ impl Endpoints {
         outlier: OutlierPolicy,
         breaker: CircuitBreaker,
     ) -> Self {
-        assert!(!backends.is_empty(), "a route has at least one backend");
+        // Empty only for a redirect route, which is answered before any
+        // endpoint is chosen.
         let set = backends
             .into_iter()
             .map(|b| Arc::new(Endpoint::new(b, breaker)))

@@ -40,6 +40,13 @@ pub enum ProxyError {
     Overloaded,
     #[error("the client closed the request before it was complete")]
     ClientClosed,
+    /// The route's `allow_from` does not list the TCP peer.
+    #[error("this route accepts requests only from listed source addresses")]
+    Forbidden,
+    /// The route's `redirect:`. Not a failure, but Portico's own answer
+    /// like the others, so it is built here with them.
+    #[error("redirecting to {}", .0.location.to_str().unwrap_or_default())]
+    Redirect(crate::config::Redirect),
 }
 
 impl ProxyError {
@@ -64,6 +71,8 @@ impl ProxyError {
             ProxyError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             // Nobody reads this answer; the status is for the access log.
             ProxyError::ClientClosed => (client_closed(), "client_closed"),
+            ProxyError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ProxyError::Redirect(r) => (r.status, "redirect"),
         }
     }
 
@@ -89,6 +98,9 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         h.insert(super::request_id::X_REQUEST_ID.clone(), request_id.clone());
+        if let ProxyError::Redirect(r) = &self {
+            h.insert(header::LOCATION, r.location.clone());
+        }
         if matches!(self, ProxyError::Overloaded) {
             h.insert(
                 header::RETRY_AFTER,
@@ -143,6 +155,15 @@ mod tests {
                 "upstream_timeout",
             ),
             (ProxyError::Overloaded, 503, "overloaded"),
+            (ProxyError::Forbidden, 403, "forbidden"),
+            (
+                ProxyError::Redirect(crate::config::Redirect {
+                    location: HeaderValue::from_static("https://new.example.com/"),
+                    status: StatusCode::PERMANENT_REDIRECT,
+                }),
+                308,
+                "redirect",
+            ),
         ];
         for (err, status, code) in cases {
             let retry = matches!(err, ProxyError::Overloaded);
@@ -151,6 +172,7 @@ mod tests {
             assert_eq!(resp.headers()["x-request-id"], "req-1");
             assert_eq!(resp.headers()["content-type"], "application/json");
             assert_eq!(resp.headers().contains_key("retry-after"), retry);
+            assert_eq!(resp.headers().contains_key("location"), status == 308);
             let bytes = resp.into_body().collect().await.unwrap().to_bytes();
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(v["error"], code);

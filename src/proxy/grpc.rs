@@ -45,6 +45,7 @@ pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
 /// The gRPC status for one of Portico's own HTTP answers.
 pub fn status_for(http: StatusCode) -> u8 {
     match http.as_u16() {
+        403 => 7,              // PERMISSION_DENIED (allow_from)
         404 => 12,             // UNIMPLEMENTED
         413 | 431 => 8,        // RESOURCE_EXHAUSTED
         504 => 4,              // DEADLINE_EXCEEDED
@@ -117,6 +118,7 @@ mod tests {
         assert_eq!(status_for(StatusCode::SERVICE_UNAVAILABLE), 14);
         assert_eq!(status_for(StatusCode::GATEWAY_TIMEOUT), 4);
         assert_eq!(status_for(StatusCode::NOT_FOUND), 12);
+        assert_eq!(status_for(StatusCode::FORBIDDEN), 7);
         assert_eq!(status_for(StatusCode::PAYLOAD_TOO_LARGE), 8);
         assert_eq!(status_for(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE), 8);
         let r = response(

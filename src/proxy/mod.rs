@@ -1,7 +1,8 @@
 //! The public request path. [`Gateway::handle`] reads top to bottom in the
 //! order of DESIGN.md §"Request path": request id, header size, path
-//! normalization, reserved operator paths, route lookup, in-flight limits,
-//! header rewriting, upstream exchange, response.
+//! normalization, reserved operator paths, route lookup, the route's own
+//! answers (allow-list, redirects), in-flight limits, header rewriting,
+//! upstream exchange, response.
 
 pub mod body;
 pub mod discovery;
@@ -45,6 +46,13 @@ use limits::InflightLimit;
 use retry::RetryReason;
 use upstream::{SendError, UpstreamError};
 
+/// Whether the connection's TCP peer is inside one of `nets` (a
+/// v4-mapped IPv6 peer is read as its IPv4 address).
+fn peer_allowed(nets: &[ipnet::IpNet], conn: &ConnInfo) -> bool {
+    let ip = conn.peer.ip().to_canonical();
+    nets.iter().any(|n| n.contains(&ip))
+}
+
 /// The limits the request path enforces itself.
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
@@ -70,6 +78,9 @@ pub struct Gateway {
     /// Who reaches a route's canary (operator peers and token, the sticky
     /// cookie key).
     canary: CanaryGate,
+    /// Where a route's `https_redirect` sends plain requests: the HTTPS
+    /// listener, when the gateway has one.
+    https_redirect: Option<crate::tls::redirect::HttpsRedirect>,
 }
 
 impl Gateway {
@@ -93,7 +104,47 @@ impl Gateway {
             registry,
             spans,
             canary,
+            https_redirect: None,
         }
+    }
+
+    /// Routes with `https_redirect: true` send plain requests to this
+    /// HTTPS listener's port.
+    pub fn with_https_redirect(mut self, to: crate::tls::redirect::HttpsRedirect) -> Self {
+        self.https_redirect = Some(to);
+        self
+    }
+
+    /// The answer a route gives without a backend, decided before limits,
+    /// canary and backend: `403` for a TCP peer outside its `allow_from`
+    /// (the peer address only, never a header), its `redirect:`, or `308`
+    /// to the HTTPS listener for a plain request to an `https_redirect`
+    /// route. Each is read from the route as built; a route without them
+    /// pays one branch for each.
+    #[inline]
+    fn route_answer(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        conn: &ConnInfo,
+    ) -> Option<ProxyError> {
+        let spec = &route.spec;
+        if !spec.allow_from.is_empty() && !peer_allowed(&spec.allow_from, conn) {
+            return Some(ProxyError::Forbidden);
+        }
+        if let Some(r) = &spec.redirect {
+            return Some(ProxyError::Redirect(r.clone()));
+        }
+        if spec.https_redirect
+            && !conn.tls
+            && let Some(to) = &self.https_redirect
+        {
+            return Some(ProxyError::Redirect(crate::config::Redirect {
+                location: to.location(parts, conn),
+                status: StatusCode::PERMANENT_REDIRECT,
+            }));
+        }
+        None
     }
 
     /// Answers one request. Never fails: every error becomes a response.
@@ -221,6 +272,11 @@ impl Gateway {
             x.metrics = selected.miss.clone();
             return Err(ProxyError::NoRoute);
         };
+        // What the route answers itself: its allow-list, its redirects.
+        if let Some(answer) = self.route_answer(&route, &parts, &conn) {
+            x.metrics = route.metrics.clone();
+            return Err(answer);
+        }
         // Stable or canary; the canary's signals never go upstream.
         let (route, cookie) = self.canary(route, &mut parts.headers, &conn).await;
         x.set_cookie = cookie;
@@ -240,12 +296,15 @@ impl Gateway {
             started: x.started,
         }));
 
+        // The route's own `max_body_size`, or the gateway's.
+        let limit = route
+            .spec
+            .max_body_size
+            .unwrap_or(self.limits.max_body_bytes);
         if let Some(len) = content_length(&parts.headers)
-            && len > self.limits.max_body_bytes
+            && len > limit
         {
-            return Err(ProxyError::BodyTooLarge {
-                limit: self.limits.max_body_bytes,
-            });
+            return Err(ProxyError::BodyTooLarge { limit });
         }
 
         let upstream_path = route.upstream_path(path);
@@ -278,7 +337,11 @@ impl Gateway {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             x.upgrade = true;
         }
-        if let Some(h) = &host
+        if let Some(vhost) = &route.spec.host_header {
+            // The backend serves one virtual host; x-forwarded-host below
+            // still names the client's.
+            parts.headers.insert(header::HOST, vhost.clone());
+        } else if let Some(h) = &host
             && !parts.headers.contains_key(header::HOST)
         {
             parts.headers.insert(header::HOST, h.clone());
@@ -306,7 +369,6 @@ impl Gateway {
             && up.retries > 0
             && up.endpoints.len() > 1
             && retry::idempotent(&parts.method, &parts.headers);
-        let limit = self.limits.max_body_bytes;
         let (body, replay) = if !replayable {
             (RequestBody::new(body, limit), None)
         } else if body.is_end_stream() {

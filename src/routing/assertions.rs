@@ -75,6 +75,16 @@ pub fn resolve<'t>(
         r.refusal = Some("no_route".into());
         return r;
     };
+    // A redirect route is answered by Portico itself.
+    if let Some(rd) = &route.spec.redirect {
+        r.status = Some(rd.status.as_u16());
+        r.refusal = Some(format!(
+            "redirect to {}",
+            rd.location.to_str().unwrap_or_default()
+        ));
+        r.route = Some(route);
+        return r;
+    }
     let side: &Route = match &route.canary {
         Some(c) if canary::operator_choice(operator, asked) => {
             r.canary = true;
@@ -157,7 +167,14 @@ fn failures_of(table: &RouteTable, index: usize, t: &RouteAssertion) -> Vec<Conf
     }
     if let Some(Expected { value, location }) = &e.backend {
         match r.side {
-            Some(side) if side.spec.backends.contains(value) => {}
+            // By scheme and authority: `https://` names a backend of a
+            // route with `http2: true` too (the flag is not in the URL).
+            Some(side)
+                if side
+                    .spec
+                    .backends
+                    .iter()
+                    .any(|b| b.scheme() == value.scheme() && b.authority == value.authority) => {}
             Some(side) => {
                 let chosen: Vec<String> =
                     side.spec.backends.iter().map(|b| b.to_string()).collect();
@@ -308,6 +325,38 @@ mod tests {
         assert!(
             lines[3].starts_with("routes.yaml:20:39: tests[2]: GET /billing: expected status 404 from Portico, chosen proxied to /billing"),
             "{failed}"
+        );
+    }
+
+    #[test]
+    fn a_redirect_route_is_portico_s_own_answer() {
+        let yaml = "routes:
+  - prefix: /old
+    redirect: {to: \"https://new.example.com/\", status: 301}
+tests:
+  - path: /old/x
+    expect: {route: /old, status: 301}
+  - path: /old
+    expect: {route: /old, status: 302}
+  - path: /old
+    expect: {route: /old, upstream_path: /old}
+";
+        let (table, tests) = table_and_tests(yaml);
+        let errors: Vec<String> = check(&table, &tests)
+            .unwrap_err()
+            .0
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].contains("expected status 302 from Portico, chosen 301"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].contains("expected upstream path /old, chosen none (not proxied)"),
+            "{errors:#?}"
         );
     }
 }

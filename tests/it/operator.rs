@@ -438,6 +438,11 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 "canary": null,
                 "owner": null,
                 "shared": false,
+                "allow_from": [],
+                "max_body_size": null,
+                "host_header": null,
+                "https_redirect": false,
+                "redirect": null,
             },
             {
                 "host": null,
@@ -461,6 +466,11 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
                 "canary": null,
                 "owner": null,
                 "shared": false,
+                "allow_from": [],
+                "max_body_size": null,
+                "host_header": null,
+                "https_redirect": false,
+                "redirect": null,
             },
         ])
     );

@@ -746,6 +746,46 @@ async fn redirect_port_names_the_port_clients_use() {
     }
 }
 
+// Route key `https_redirect` (ingress-nginx's ssl-redirect, per route):
+// only that route's plain requests are redirected; others are proxied.
+#[tokio::test]
+async fn https_redirect_routes_send_plain_requests_to_the_https_listener() {
+    let Localhost {
+        ca,
+        dir: _dir,
+        pairs,
+    } = localhost();
+    let api = Backend::start("api").await;
+    let routes = format!(
+        "routes:\n  - prefix: /secure\n    backend: {u}\n    https_redirect: true\n  - prefix: /open\n    backend: {u}\n",
+        u = api.url()
+    );
+    let yaml = tls_yaml(&pairs, "", "");
+    let gw = TestGateway::start_yaml(&routes, &yaml).await;
+    let https = gw.https_addr.unwrap();
+    let r = get_with(gw.addr, "/secure/a?x=1", &[("host", "example.com:8080")]).await;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://example.com:{}/secure/a?x=1", https.port()).as_str())
+    );
+    assert!(
+        api.seen().is_empty(),
+        "the redirected request is not proxied"
+    );
+    let r = get_with(gw.addr, "/open/a", &[("host", "example.com")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(api.last().headers["x-forwarded-proto"], "http");
+    // Over HTTPS the route is proxied.
+    let s = certs::connect(https, "localhost", ca.client(&["h2"]))
+        .await
+        .unwrap();
+    let r = Sender::over(s).await.get("localhost", "/secure/a").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(api.last().headers["x-forwarded-proto"], "https");
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn https_backend_with_a_private_ca_needs_its_ca_file() {
     let private_ca = TestCa::new("private backend CA");
