@@ -14,7 +14,6 @@ use tokio::net::TcpSocket;
 
 use crate::support::backend::{Backend, Seen};
 use crate::support::client::Reply;
-use crate::support::configmap::ConfigMapDir;
 use crate::support::gateway::TestGateway;
 
 /// An operator address: inside `operator.allow`.
@@ -357,22 +356,6 @@ async fn a_sticky_canary_keeps_each_client_on_its_side_and_ignores_forged_cookie
     gw.shutdown().await;
 }
 
-/// Starts a gateway whose route file lives in a ConfigMap-style directory.
-async fn gateway_on_configmap(initial: &str) -> (TestGateway, ConfigMapDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let cm_dir = dir.path().join("config");
-    std::fs::create_dir(&cm_dir).unwrap();
-    let cm = ConfigMapDir::new(&cm_dir, initial);
-    let yaml = format!(
-        "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: {}\nshutdown:\n  drain_delay: 0s\n",
-        cm.file().display()
-    );
-    let cfg =
-        portico::config::parse_gateway_config(&dir.path().join("portico.yaml"), &yaml).unwrap();
-    let routes = cm.file();
-    (TestGateway::start_cfg(cfg, dir, routes).await, cm)
-}
-
 /// A route file sending /svc to `backend`, whose test expects `expected`.
 fn svc_with_test(backend: &Backend, expected: &Backend) -> String {
     format!(
@@ -386,7 +369,7 @@ fn svc_with_test(backend: &Backend, expected: &Backend) -> String {
 async fn a_reload_whose_assertion_fails_is_rejected_and_a_passing_one_is_taken() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
-    let (gw, mut cm) = gateway_on_configmap(&svc_with_test(&a, &a)).await;
+    let (gw, mut cm) = TestGateway::on_configmap(&svc_with_test(&a, &a)).await;
     assert_eq!(gw.live.generation(), 1, "{:?}", gw.live.status().last_error);
     assert_eq!(
         crate::support::client::get(gw.addr, "/svc/x").await.json()["backend"],

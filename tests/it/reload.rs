@@ -5,27 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use portico::config;
-
 use crate::support::backend::Backend;
 use crate::support::client::get;
-use crate::support::configmap::ConfigMapDir;
 use crate::support::gateway::{TestGateway, routes_yaml};
-
-/// Starts a gateway whose route file lives in a ConfigMap-style directory.
-async fn gateway_on_configmap(initial: &str) -> (TestGateway, ConfigMapDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let cm_dir = dir.path().join("config");
-    std::fs::create_dir(&cm_dir).unwrap();
-    let cm = ConfigMapDir::new(&cm_dir, initial);
-    let yaml = format!(
-        "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: {}\nshutdown:\n  drain_delay: 0s\n",
-        cm.file().display()
-    );
-    let cfg = config::parse_gateway_config(&dir.path().join("portico.yaml"), &yaml).unwrap();
-    let routes = cm.file();
-    (TestGateway::start_cfg(cfg, dir, routes).await, cm)
-}
 
 /// Waits until the live generation reaches `want`; returns how long it took.
 async fn wait_generation(gw: &TestGateway, want: u64) -> Duration {
@@ -49,7 +31,7 @@ async fn fifty_configmap_swaps_under_load_drop_nothing() {
     // Two valid tables: /svc goes to a or b; /only-a and /only-b exist in one each.
     let table_a = routes_yaml(&[("/svc", &a), ("/only-a", &a)]);
     let table_b = routes_yaml(&[("/svc", &b), ("/only-b", &b)]);
-    let (gw, mut cm) = gateway_on_configmap(&table_a).await;
+    let (gw, mut cm) = TestGateway::on_configmap(&table_a).await;
     assert_eq!(gw.live.generation(), 1);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -144,7 +126,7 @@ async fn fifty_configmap_swaps_under_load_drop_nothing() {
 async fn an_invalid_swap_keeps_the_old_table_and_a_valid_one_follows() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
-    let (gw, mut cm) = gateway_on_configmap(&routes_yaml(&[("/svc", &a)])).await;
+    let (gw, mut cm) = TestGateway::on_configmap(&routes_yaml(&[("/svc", &a)])).await;
 
     cm.swap(
         "routes:\n  - prefix: /svc/\n    backend: http://x:1\n  - prefix: /y\n    backend: nope\n",

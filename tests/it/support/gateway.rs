@@ -132,6 +132,22 @@ impl TestGateway {
         }
     }
 
+    /// Starts with the route file in a ConfigMap-style directory (the
+    /// kubelet's `..data` symlink layout), to be swapped like the kubelet does.
+    pub async fn on_configmap(initial: &str) -> (TestGateway, super::configmap::ConfigMapDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let cm_dir = dir.path().join("config");
+        std::fs::create_dir(&cm_dir).unwrap();
+        let cm = super::configmap::ConfigMapDir::new(&cm_dir, initial);
+        let yaml = format!(
+            "listen:\n  http: 127.0.0.1:0\noperator:\n  listen: 127.0.0.1:0\nroutes_file: {}\nshutdown:\n  drain_delay: 0s\n",
+            cm.file().display()
+        );
+        let cfg = config::parse_gateway_config(&dir.path().join("portico.yaml"), &yaml).unwrap();
+        let routes = cm.file();
+        (TestGateway::start_cfg(cfg, dir, routes).await, cm)
+    }
+
     /// Waits (at most `within`) until a route file is rejected, and
     /// returns the reason `/routes` shows.
     pub async fn rejected_reload(&self, within: std::time::Duration) -> String {
