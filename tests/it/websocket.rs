@@ -348,14 +348,15 @@ async fn websockets_over_http2_extended_connect_reach_an_http1_backend() {
     let gw = TestGateway::start(&routes).await;
     let mut ws = h2_websocket(&gw, "/ws/h2").await;
     wait_for("the upgrade is counted as open", || upgrades_open(&gw) == 1).await;
-    for i in 0..200usize {
-        let size = [1, 126, 4096, 65_536][i % 4];
-        round_trip(
-            &mut ws,
-            Message::Binary(vec![(i % 251) as u8; size].into()),
-            i,
-        )
-        .await;
+    // 1,000 messages of mixed sizes and both kinds, as over HTTP/1.1.
+    for i in 0..1000usize {
+        let size = [1, 17, 125, 126, 1000, 65_535, 65_536][i % 7];
+        let msg = if i % 3 == 0 {
+            Message::Text("é".repeat(size / 2).into())
+        } else {
+            Message::Binary(vec![(i % 251) as u8; size].into())
+        };
+        round_trip(&mut ws, msg, i).await;
     }
     close(ws).await;
     wait_for("the splice ends after the close", || {
