@@ -120,13 +120,6 @@ pub struct PoolTimeouts {
 /// workers, at index 0).
 type Shard = Mutex<HashMap<PoolKey, Vec<Idle>>>;
 
-/// Bytes read from a backend at a time, fixed. hyper's adaptive buffer
-/// grows to 400 KiB per upstream connection while a large body streams, so
-/// 1,000 concurrent downloads could hold 400 MiB; at 64 KiB the 1 MiB
-/// load-test scenario peaks at 23 MiB instead of 63 MiB, for 10–30% more
-/// CPU per 1 MiB response (measured A/B; still below nginx's).
-const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
-
 /// Shards per pool: a worker's index picks its shard, so each worker reuses
 /// only the connections it opened (whose driver tasks run on its own event
 /// loop) and never waits on another worker's lock. Workers beyond this share
@@ -491,7 +484,6 @@ impl UpstreamClient {
     async fn open(&self, backend: &Backend, upgrades: bool) -> Result<Sender, UpstreamError> {
         let io = dial(&self.pool.connector, backend).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .read_buf_exact_size(Some(UPSTREAM_READ_BUFFER))
             .handshake(io)
             .await
             .map_err(|e| classify(e.into()))?;
