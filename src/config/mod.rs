@@ -43,6 +43,7 @@ pub use gateway::{
     TlsSettings, Workers, parse_gateway_config,
 };
 pub use governance::Warning;
+pub(crate) use routes::parse_net;
 pub use routes::{
     BackendUrl, Balance, CircuitBreaker, DEFAULT_HOST_LABEL, DEFAULT_RETRIES, HostPattern,
     InvalidBackendUrl, InvalidHost, OutlierPolicy, Redirect, RouteFile, RouteKey, RouteSpec,

@@ -530,6 +530,15 @@ fn redirect(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<Redirect> {
     })
 }
 
+/// A CIDR (host bits dropped: `10.1.2.3/8` is `10.0.0.0/8`) or a single
+/// address, as `allow_from` and the importer's allow-lists take them.
+pub(crate) fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+        .map(|net| net.trunc())
+}
+
 /// `allow_from: [CIDR or address, ..]`, at least one.
 fn allow_from(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<Vec<ipnet::IpNet>> {
     let items = c.list(node, name, "CIDRs like [10.0.0.0/8]")?;
@@ -547,12 +556,9 @@ fn allow_from(c: &mut Checker<'_>, node: &Node, name: &str) -> Option<Vec<ipnet:
             ok = false;
             continue;
         };
-        match text
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        {
-            Ok(net) => out.push(net.trunc()),
-            Err(_) => {
+        match parse_net(text) {
+            Some(net) => out.push(net),
+            None => {
                 c.error(
                     item.pos,
                     format!(

@@ -340,11 +340,8 @@ pub fn cidrs(value: &str) -> Result<Vec<ipnet::IpNet>, String> {
         if part.is_empty() {
             continue;
         }
-        let net = part
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| part.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| format!("{part:?} is not a CIDR (like 10.0.0.0/8) or an IP address"))?
-            .trunc();
+        let net = crate::config::parse_net(part)
+            .ok_or_else(|| format!("{part:?} is not a CIDR (like 10.0.0.0/8) or an IP address"))?;
         if !out.contains(&net) {
             out.push(net);
         }

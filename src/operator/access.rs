@@ -33,12 +33,19 @@ impl AllowList {
     /// again here keeps the decision right for any caller, so that a v4 rule
     /// can neither be bypassed nor fail to match through the v6 spelling.
     pub fn allows(&self, peer: IpAddr) -> bool {
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-            v4 => v4,
-        };
-        self.nets.iter().any(|net| net.contains(&peer))
+        allows(&self.nets, peer)
     }
+}
+
+/// True when `peer` (the TCP peer) lies in one of `nets`, its IPv4-mapped
+/// IPv6 spelling read as IPv4. Shared by `operator.allow` and the routes'
+/// `allow_from`.
+pub fn allows(nets: &[IpNet], peer: IpAddr) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    nets.iter().any(|net| net.contains(&peer))
 }
 
 /// What [`TokenFile::check`] decided.

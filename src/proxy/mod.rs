@@ -48,11 +48,6 @@ use upstream::{SendError, UpstreamError};
 
 /// Whether the connection's TCP peer is inside one of `nets` (a
 /// v4-mapped IPv6 peer is read as its IPv4 address).
-fn peer_allowed(nets: &[ipnet::IpNet], conn: &ConnInfo) -> bool {
-    let ip = conn.peer.ip().to_canonical();
-    nets.iter().any(|n| n.contains(&ip))
-}
-
 /// The limits the request path enforces itself.
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
@@ -129,7 +124,9 @@ impl Gateway {
         conn: &ConnInfo,
     ) -> Option<ProxyError> {
         let spec = &route.spec;
-        if !spec.allow_from.is_empty() && !peer_allowed(&spec.allow_from, conn) {
+        if !spec.allow_from.is_empty()
+            && !crate::operator::access::allows(&spec.allow_from, conn.peer.ip())
+        {
             return Some(ProxyError::Forbidden);
         }
         if let Some(r) = &spec.redirect {

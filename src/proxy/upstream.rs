@@ -414,7 +414,7 @@ impl UpstreamClient {
             }
         };
         if let Err(e) = sender.ready().await {
-            *slot.lock().await = None;
+            forget_closed(&slot).await;
             return Err(SendError {
                 error: classify(e.into()),
                 unsent: Some(req),
@@ -424,9 +424,7 @@ impl UpstreamClient {
             Ok(resp) => Ok(resp),
             Err(mut e) => {
                 let unsent = e.take_message();
-                if sender.is_closed() {
-                    *slot.lock().await = None;
-                }
+                forget_closed(&slot).await;
                 let error = match failure.too_large() {
                     Some(true) => UpstreamError::BodyTooLarge { limit },
                     Some(false) => UpstreamError::ClientAborted,
@@ -520,6 +518,16 @@ impl UpstreamClient {
     /// connection has finished this response (see [`Pool::checkout`]).
     fn release(&self, key: PoolKey, sender: Sender) {
         self.pool.put(key, sender);
+    }
+}
+
+/// Empties an HTTP/2 slot whose connection has closed. Only a closed one:
+/// another request may have put a fresh connection there meanwhile, and
+/// dropping that would open a second one for nothing.
+async fn forget_closed(slot: &H2Slot) {
+    let mut current = slot.lock().await;
+    if current.as_ref().is_some_and(H2Sender::is_closed) {
+        *current = None;
     }
 }
 

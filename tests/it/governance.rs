@@ -80,6 +80,8 @@ fn canary_routes(stable: &Backend, canary: &Backend, extra: &str) -> String {
 /// Asserts that nothing Portico reads for the canary reached a backend:
 /// no canary header, no token, no canary or sticky cookie; other cookies kept.
 fn assert_clean(seen: &[Seen], cookie: Option<&str>) {
+    // An empty list would pass every check below without checking anything.
+    assert!(!seen.is_empty(), "no request reached this backend");
     for s in seen {
         for name in ["x-portico-canary", "x-portico-canary-token"] {
             assert!(s.headers.get(name).is_none(), "{name} went upstream: {s:?}");

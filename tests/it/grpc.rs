@@ -208,10 +208,7 @@ async fn an_https_backend_with_http2_true_gets_h2_by_alpn_and_trailers_pass() {
 #[tokio::test]
 async fn portico_failures_of_grpc_calls_are_grpc_statuses() {
     let (slow, _) = h2_backend().await;
-    let down = {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap()
-    };
+    let down = crate::support::refused_addr();
     let gw = TestGateway::start(&format!(
         "routes:\n  - prefix: /down.v1.S\n    backend: h2c://{down}\n  - prefix: /slow.v1.S\n    backend: h2c://{slow}\n"
     ))

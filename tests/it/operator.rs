@@ -510,10 +510,7 @@ async fn routes_shows_the_live_table_generation_hash_and_last_error() {
 async fn metrics_parse_and_count_exactly_what_was_sent() {
     let b = Backend::start("b").await;
     // A backend that is gone: connections are refused.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = crate::support::refused_addr();
     let routes = format!(
         "{}  - prefix: /dead\n    backend: http://{dead}\n",
         routes_yaml(&[("/billing", &b)])

@@ -372,10 +372,7 @@ fn dropped(gw: &TestGateway, reason: &str) -> u64 {
 #[tokio::test]
 async fn a_dead_collector_costs_requests_nothing_and_every_span_is_counted() {
     // A port with nothing behind it.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = crate::support::refused_addr();
     let gw = load_with_collector(&format!("http://{dead}"), "300ms").await;
     let metrics = gw.metrics.clone();
     gw.shutdown().await;
@@ -425,10 +422,7 @@ async fn without_export_traces_are_still_started_sampled() {
 #[tokio::test]
 async fn a_failed_request_is_an_error_span() {
     let collector = Receiver::start(Collector::Healthy).await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = crate::support::refused_addr();
     let gw = TestGateway::start_with(
         &format!("routes:\n  - prefix: /down\n    backend: http://{dead}\n"),
         &otlp_config(&format!("http://{}", collector.addr), ""),

@@ -83,10 +83,7 @@ async fn upstream(name: &'static str, delay: Duration, status: u16) -> Upstream 
 
 /// A loopback address nothing listens on (connections are refused).
 async fn refusing() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
+    crate::support::refused_addr()
 }
 
 /// A backend that reads a request head (and `body_bytes` of its body),
@@ -198,6 +195,7 @@ async fn a_refusing_backend_of_three_costs_no_client_errors_is_ejected_and_readm
     );
 
     // It comes back: listening again, and re-admitted after the ejection.
+    crate::support::release_refused(down);
     let back = Backend::start_at("back", down).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while back.seen().is_empty() {

@@ -112,6 +112,18 @@ async fn max_body_size_overrides_the_gateway_limit_per_route() {
     assert_eq!(r.status, 413);
     let r = send(&client, post("/small", 512)).await;
     assert_eq!(r.status, 200);
+    // Chunked, without Content-Length: the streaming cap is the route's too.
+    let chunked = |path: &str, n: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{n:x}\r\n{}\r\n0\r\n\r\n",
+            "x".repeat(n)
+        )
+    };
+    let resp = crate::support::client::raw(gw.addr, chunked("/large", 200 * 1024).as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(b.last().body_bytes, 200 * 1024);
+    let resp = crate::support::client::raw(gw.addr, chunked("/small", 2048).as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     gw.shutdown().await;
 }
 

@@ -287,10 +287,7 @@ async fn tonic_calls_pass_through_h2c_and_h2_over_tls_backends() {
 #[tokio::test]
 async fn portico_failures_reach_tonic_as_the_right_codes() {
     let backend = tonic_backend(None).await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = crate::support::refused_addr();
     let gw = TestGateway::start_with(
         &format!(
             "routes:\n  - prefix: /billing.v1.Reports\n    backend: h2c://{backend}\n    timeout: 10s\n  - exact: /billing.v1.Reports/Slow\n    backend: h2c://{backend}\n    timeout: 300ms\n  - prefix: /down.v1.Svc\n    backend: h2c://{dead}\n"
