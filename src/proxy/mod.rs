@@ -213,6 +213,13 @@ impl Gateway {
             }
             Err(e) => e.into_response(&request_id),
         };
+        // A body refused before it was read is not read at all: hyper then
+        // closes the connection, so say so, or an HTTP/1.1 client puts it
+        // back in its pool and its next request fails on a dead socket.
+        if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && x.version < Version::HTTP_2 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         x.status = logged_status.unwrap_or(resp.status()).as_u16();
         resp.body_mut().attach(x);
         resp

@@ -57,6 +57,31 @@ pub struct Canary {
     pub weight: u8,
     /// The sticky cookie's name when `sticky: cookie` is set.
     pub sticky: Option<Arc<str>>,
+    /// Its two signed values and `Set-Cookie` headers, made on first use:
+    /// they depend only on the name, the weight and the process's key, so
+    /// no request signs or formats anything.
+    pub signed: std::sync::OnceLock<Signed>,
+}
+
+/// A sticky cookie's values for both sides, signed (see
+/// [`CanaryGate::choose`]): index 0 stable, 1 canary.
+#[derive(Debug)]
+pub struct Signed {
+    values: [String; 2],
+    /// `[side][tls]`: `Secure` on HTTPS.
+    cookies: [[HeaderValue; 2]; 2],
+}
+
+impl Signed {
+    /// The side a presented value holds, if it is one of ours.
+    fn side_of(&self, value: &str) -> Option<bool> {
+        let side = match value.as_bytes().first() {
+            Some(b's') => 0,
+            Some(b'c') => 1,
+            _ => return None,
+        };
+        constant_time_eq(value.as_bytes(), self.values[side].as_bytes()).then_some(side == 1)
+    }
 }
 
 impl Canary {
@@ -284,11 +309,12 @@ impl CanaryGate {
                 set_cookie: None,
             };
         }
-        if let Some(name) = &canary.sticky
-            && let Some(kept) = signals
-                .sticky
-                .as_deref()
-                .and_then(|v| self.verify(name, canary.weight, v))
+        let signed = canary
+            .sticky
+            .as_ref()
+            .map(|name| canary.signed.get_or_init(|| self.sign(name, canary.weight)));
+        if let Some(signed) = signed
+            && let Some(kept) = signals.sticky.as_deref().and_then(|v| signed.side_of(v))
         {
             return Choice {
                 canary: kept,
@@ -308,10 +334,7 @@ impl CanaryGate {
             } else {
                 Reason::Stable
             },
-            set_cookie: canary
-                .sticky
-                .as_ref()
-                .map(|name| self.cookie(name, canary.weight, dealt, tls)),
+            set_cookie: signed.map(|s| s.cookies[usize::from(dealt)][usize::from(tls)].clone()),
         }
     }
 
@@ -324,37 +347,43 @@ impl CanaryGate {
     }
 
     /// The side a sticky cookie holds, if its signature verifies.
+    #[cfg(test)]
     fn verify(&self, name: &str, weight: u8, value: &str) -> Option<bool> {
-        let (side, tag) = value.split_at_checked(1)?;
-        let canary = match side {
-            "c" => true,
-            "s" => false,
-            _ => return None,
+        self.sign(name, weight).side_of(value)
+    }
+
+    /// Both sides' values and cookies for the cookie `name` at `weight`.
+    fn sign(&self, name: &str, weight: u8) -> Signed {
+        let values = [
+            self.value(name, weight, false),
+            self.value(name, weight, true),
+        ];
+        let cookie = |side: usize, tls: bool| {
+            let secure = if tls { "; Secure" } else { "" };
+            let text = format!(
+                "{name}={}; Path=/; Max-Age={STICKY_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}",
+                values[side]
+            );
+            // Name, hex and fixed attributes: always a valid header value.
+            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
         };
-        let mut presented = [0u8; TAG_BYTES];
-        hex::decode_to_slice(tag, &mut presented).ok()?;
-        let expected = self.tag(name, weight, side);
-        constant_time_eq(&presented, &expected.as_ref()[..TAG_BYTES]).then_some(canary)
+        Signed {
+            cookies: [
+                [cookie(0, false), cookie(0, true)],
+                [cookie(1, false), cookie(1, true)],
+            ],
+            values,
+        }
     }
 
     /// HMAC-SHA256 over the cookie name, the weight and the side, fed in
-    /// pieces (no buffer per request).
+    /// pieces; done once per route and side (`Signed`), not per request.
     fn tag(&self, name: &str, weight: u8, side: &str) -> hmac::Tag {
         let mut ctx = hmac::Context::with_key(&self.key);
         ctx.update(name.as_bytes());
         ctx.update(&[0, weight, 0]);
         ctx.update(side.as_bytes());
         ctx.sign()
-    }
-
-    fn cookie(&self, name: &str, weight: u8, canary: bool, tls: bool) -> HeaderValue {
-        let secure = if tls { "; Secure" } else { "" };
-        let text = format!(
-            "{name}={}; Path=/; Max-Age={STICKY_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}",
-            self.value(name, weight, canary)
-        );
-        // Name, hex and fixed attributes: always a valid header value.
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 

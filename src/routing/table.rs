@@ -267,6 +267,7 @@ impl RouteTable {
                 sticky: k
                     .sticky
                     .then(|| Canary::sticky_name(&spec.host_label(), &spec.label())),
+                signed: std::sync::OnceLock::new(),
             }
         });
         // Same key, same labels: a reload reuses the handles instead of
