@@ -110,6 +110,8 @@ async fn max_body_size_overrides_the_gateway_limit_per_route() {
     // Without the key, limits.max_body_size holds.
     let r = send(&client, post("/default", 200 * 1024)).await;
     assert_eq!(r.status, 413);
+    // The body was not read: the connection is not kept, and the client is told.
+    assert_eq!(r.header("connection"), Some("close"));
     let r = send(&client, post("/small", 512)).await;
     assert_eq!(r.status, 200);
     // Chunked, without Content-Length: the streaming cap is the route's too.
