@@ -49,7 +49,9 @@ impl AccessRecord<'_> {
     /// Appends the JSON line, newline included, to `out`.
     pub fn write_line(&self, out: &mut String) {
         out.push('{');
-        json::push_display(out, "ts", logging::now_rfc3339());
+        out.push_str("\"ts\":\"");
+        logging::push_now_rfc3339(out);
+        out.push('"');
         json::push_field(out, "level", "info");
         json::push_field(out, "msg", "request");
         json::push_field(out, "request_id", self.request_id);
@@ -70,7 +72,7 @@ impl AccessRecord<'_> {
         if self.tries > 1 {
             json::push_number(out, "tries", u64::from(self.tries));
         }
-        json::push_display(out, "client_ip", self.client_ip);
+        json::push_ip_field(out, "client_ip", self.client_ip);
         json::push_field(out, "proto", self.proto);
         json::push_number(out, "bytes_out", self.bytes_out);
         if let Some(n) = self.bytes_in {

@@ -153,6 +153,33 @@ pub fn now_rfc3339() -> humantime::Rfc3339Timestamp {
     humantime::format_rfc3339_millis(std::time::SystemTime::now())
 }
 
+thread_local! {
+    /// The last timestamp this thread formatted, and its millisecond: a
+    /// busy worker logs dozens of requests per millisecond, and formatting
+    /// a date is most of what a timestamp costs.
+    static LAST_TS: std::cell::RefCell<(u128, String)> =
+        const { std::cell::RefCell::new((u128::MAX, String::new())) };
+}
+
+/// Appends [`now_rfc3339`]'s text to `out`, formatting it at most once per
+/// millisecond per thread.
+pub fn push_now_rfc3339(out: &mut String) {
+    use std::fmt::Write;
+    let now = std::time::SystemTime::now();
+    let ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    LAST_TS.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != ms {
+            last.1.clear();
+            let _ = write!(last.1, "{}", humantime::format_rfc3339_millis(now));
+            last.0 = ms;
+        }
+        out.push_str(&last.1);
+    });
+}
+
 /// A dup of fd 1 as a plain file: no line buffering and no global lock,
 /// since the writer already writes in large batches. Falls back to `Stdout`.
 fn stdout_file() -> Box<dyn Write + Send> {
@@ -284,5 +311,26 @@ impl Visit for FieldVisitor {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_timestamps_are_rfc3339_millis_of_now() {
+        for _ in 0..3 {
+            let before = std::time::SystemTime::now();
+            let mut out = String::from("x");
+            push_now_rfc3339(&mut out);
+            let after = std::time::SystemTime::now();
+            let text = out.strip_prefix('x').unwrap();
+            assert_eq!(text.len(), "2026-11-25T17:05:09.123Z".len(), "{text}");
+            let at = humantime::parse_rfc3339(text).unwrap();
+            let ms = std::time::Duration::from_millis(1);
+            assert!(at + ms > before && at <= after, "{text} not between the clock reads");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 }

@@ -30,15 +30,20 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
 /// names. Cheap when none is present (the common case).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(conn) = headers.get(&header::CONNECTION) {
-        // Collect first: the names borrow from the map we are about to edit.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+        // A clone of the value is a reference count: the names it lists
+        // can then be removed from the map it came from. Removing by `&str`
+        // looks the name up without building (allocating) a `HeaderName`.
+        let conn = conn.clone();
+        for token in conn.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            // The usual tokens name no header of their own.
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("keep-alive")
+                || token.eq_ignore_ascii_case("close")
+            {
+                continue;
+            }
+            headers.remove(token);
         }
     }
     for name in fixed_hop_by_hop() {
@@ -119,7 +124,7 @@ pub static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
 /// `x-forwarded-host` (replacing what the client sent: it cannot be trusted).
 pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     // Every incoming XFF line is kept, in order, and the peer goes last.
-    let mut xff = String::new();
+    let mut xff = String::with_capacity(48);
     for v in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(s) = v.to_str() {
             let s = s.trim();
@@ -129,8 +134,9 @@ pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
             }
         }
     }
-    xff.push_str(&fwd.peer.to_string());
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    crate::observability::json::push_ip(&mut xff, fwd.peer);
+    // The string's buffer becomes the value: no copy.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
@@ -172,7 +178,7 @@ mod tests {
     #[test]
     fn strips_fixed_and_connection_named_headers() {
         let mut h = map(&[
-            ("connection", "keep-alive, x-secret, X-Other"),
+            ("connection", "keep-alive, x-secret, X-Other,, close"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
             ("te", "trailers"),

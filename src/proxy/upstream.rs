@@ -118,7 +118,11 @@ pub struct PoolTimeouts {
 
 /// Idle connections of one worker (or of the threads that are not
 /// workers, at index 0).
-type Shard = Mutex<HashMap<PoolKey, Vec<Idle>>>;
+type Shard = Mutex<PoolMap<Vec<Idle>>>;
+
+/// Looked up twice per request (checkout and return): foldhash, not the
+/// default SipHash, whose strength a key from the route file does not need.
+type PoolMap<V> = HashMap<PoolKey, V, foldhash::fast::RandomState>;
 
 /// Shards per pool: a worker's index picks its shard, so each worker reuses
 /// only the connections it opened (whose driver tasks run on its own event
@@ -133,7 +137,7 @@ struct Pool {
     idle: Box<[Shard]>,
     /// HTTP/2 (`h2c://`) connections, one per backend per shard: requests
     /// are multiplexed on it (as many streams as the backend allows).
-    h2: Box<[Mutex<HashMap<PoolKey, H2Slot>>]>,
+    h2: Box<[Mutex<PoolMap<H2Slot>>]>,
     idle_timeout: Duration,
 }
 
@@ -181,7 +185,7 @@ impl Pool {
         }
     }
 
-    fn sweep_shard(&self, idle: &mut HashMap<PoolKey, Vec<Idle>>, now: Instant) {
+    fn sweep_shard(&self, idle: &mut PoolMap<Vec<Idle>>, now: Instant) {
         idle.retain(|_, list| {
             list.retain_mut(|e| {
                 if e.sender.is_closed() {
@@ -293,8 +297,8 @@ impl UpstreamClient {
         let pool = Arc::new(Pool {
             connector,
             connector_h2,
-            idle: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            h2: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            idle: (0..SHARDS).map(|_| Mutex::new(PoolMap::default())).collect(),
+            h2: (0..SHARDS).map(|_| Mutex::new(PoolMap::default())).collect(),
             idle_timeout: timeouts.idle,
         });
         Pool::spawn_sweeper(&pool);
