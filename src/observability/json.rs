@@ -5,38 +5,60 @@
 /// Appends `s` to `out` as a JSON string literal, quotes included.
 pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
+    push_escaped(out, s);
+    out.push('"');
+}
+
+/// Whether byte `b` must be escaped inside a JSON string (as Portico
+/// writes them: DEL too, so that logs stay printable).
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
+}
+
+/// `s` escaped, without quotes. Runs of plain bytes (nearly every value)
+/// are copied whole.
+fn push_escaped(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0..=0x1f | 0x7f => None,
-            _ => continue,
-        };
+    while let Some(off) = bytes[start..].iter().position(|&b| needs_escape(b)) {
+        let i = start + off;
         out.push_str(&s[start..i]);
-        match escape {
-            Some(e) => out.push_str(e),
-            None => {
-                use std::fmt::Write;
-                let _ = write!(out, "\\u{:04x}", b);
+        let b = bytes[i];
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
             }
         }
         start = i + 1;
     }
     out.push_str(&s[start..]);
+}
+
+/// `,"key":` (no comma right after the opening brace). Keys are Portico's
+/// own field names: plain ASCII, written as they are.
+#[inline]
+fn push_key(out: &mut String, key: &str) {
+    debug_assert!(!key.bytes().any(needs_escape), "{key:?}");
+    if !out.ends_with('{') {
+        out.push(',');
+    }
     out.push('"');
+    out.push_str(key);
+    out.push_str("\":");
 }
 
 /// Appends `"key":"value"` (with a leading comma unless `first`).
 pub fn push_field(out: &mut String, key: &str, value: &str) {
-    if !out.ends_with('{') {
-        out.push(',');
-    }
-    push_str(out, key);
-    out.push(':');
+    push_key(out, key);
     push_str(out, value);
 }
 
@@ -44,22 +66,15 @@ pub fn push_field(out: &mut String, key: &str, value: &str) {
 /// escaping (timestamps, IP addresses, hex ids): formatted straight into `out`.
 pub fn push_display(out: &mut String, key: &str, value: impl std::fmt::Display) {
     use std::fmt::Write;
-    if !out.ends_with('{') {
-        out.push(',');
-    }
-    push_str(out, key);
-    out.push_str(":\"");
+    push_key(out, key);
+    out.push('"');
     let _ = write!(out, "{value}");
     out.push('"');
 }
 
 /// Appends `"key":number`.
 pub fn push_number(out: &mut String, key: &str, value: impl itoa_like::Number) {
-    if !out.ends_with('{') {
-        out.push(',');
-    }
-    push_str(out, key);
-    out.push(':');
+    push_key(out, key);
     value.push_to(out);
 }
 
@@ -112,8 +127,9 @@ pub mod itoa_like {
                 break;
             }
         }
-        // Only ASCII digits were written.
-        out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+        for &d in &buf[i..] {
+            out.push(char::from(d));
+        }
     }
 }
 
@@ -139,11 +155,8 @@ pub fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 
 /// Appends `"key":"ip"`.
 pub fn push_ip_field(out: &mut String, key: &str, ip: std::net::IpAddr) {
-    if !out.ends_with('{') {
-        out.push(',');
-    }
-    push_str(out, key);
-    out.push_str(":\"");
+    push_key(out, key);
+    out.push('"');
     push_ip(out, ip);
     out.push('"');
 }

@@ -329,7 +329,10 @@ mod tests {
             assert_eq!(text.len(), "2026-11-25T17:05:09.123Z".len(), "{text}");
             let at = humantime::parse_rfc3339(text).unwrap();
             let ms = std::time::Duration::from_millis(1);
-            assert!(at + ms > before && at <= after, "{text} not between the clock reads");
+            assert!(
+                at + ms > before && at <= after,
+                "{text} not between the clock reads"
+            );
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }

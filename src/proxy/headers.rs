@@ -14,8 +14,46 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, never the message.
-fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
-    [
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    // Standard names compare as enum tags; the two others by their bytes.
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
+/// Removes the fixed hop-by-hop headers and every header that `Connection`
+/// names. One pass over the map finds them: cheaper than a lookup per
+/// name, and nearly every message has none or only `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let mut found: [Option<HeaderName>; 4] = Default::default();
+    let mut n = 0;
+    for name in headers.keys() {
+        if is_fixed_hop_by_hop(name) {
+            if n == found.len() {
+                // Unusually many: look each one up instead.
+                return strip_each(headers);
+            }
+            found[n] = Some(name.clone());
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return;
+    }
+    remove_connection_named(headers);
+    for name in found.into_iter().flatten() {
+        headers.remove(name);
+    }
+}
+
+/// [`strip_hop_by_hop`] by one lookup per fixed name.
+fn strip_each(headers: &mut HeaderMap) {
+    remove_connection_named(headers);
+    for name in [
         &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
@@ -23,18 +61,22 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
         &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
-    ]
+    ] {
+        headers.remove(name);
+    }
 }
 
-/// Removes the fixed hop-by-hop headers and every header that `Connection`
-/// names. Cheap when none is present (the common case).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(conn) = headers.get(&header::CONNECTION) {
-        // A clone of the value is a reference count: the names it lists
-        // can then be removed from the map it came from. Removing by `&str`
-        // looks the name up without building (allocating) a `HeaderName`.
-        let conn = conn.clone();
-        for token in conn.to_str().unwrap_or("").split(',') {
+/// Removes the headers every `Connection` line names.
+fn remove_connection_named(headers: &mut HeaderMap) {
+    // Clones of the values are reference counts: the names they list can
+    // then be removed from the map they came from. The first two lines are
+    // held without allocating (an empty Vec allocates nothing), and
+    // removing by `&str` looks a name up without building a `HeaderName`.
+    let mut all = headers.get_all(&header::CONNECTION).iter();
+    let (first, second) = (all.next().cloned(), all.next().cloned());
+    let rest: Vec<HeaderValue> = all.cloned().collect();
+    for line in first.iter().chain(second.iter()).chain(rest.iter()) {
+        for token in line.to_str().unwrap_or("").split(',') {
             let token = token.trim();
             // The usual tokens name no header of their own.
             if token.is_empty()
@@ -44,11 +86,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 continue;
             }
             headers.remove(token);
-        }
-    }
-    for name in fixed_hop_by_hop() {
-        if headers.contains_key(name) {
-            headers.remove(name);
         }
     }
 }
@@ -193,6 +230,38 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-kept", "host"]);
+
+        // Every Connection line counts, not only the first.
+        let mut h = map(&[
+            ("connection", "x-a"),
+            ("connection", "x-b"),
+            ("connection", "x-c, keep-alive"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-c", "3"),
+            ("x-kept", "4"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+
+        // More fixed hop-by-hop names than one pass collects.
+        let mut h = map(&[
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("upgrade", "h2c"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "5"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+
+        // Nothing hop-by-hop: nothing changes.
+        let mut h = map(&[("host", "a"), ("x-kept", "6")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

@@ -383,7 +383,10 @@ impl Gateway {
         } else if let Some(len) = content_length(&parts.headers)
             && len <= up.retry_buffer
         {
-            let bytes = read_ahead(body, route.timeout).await?;
+            // Boxed, as every branch off the common path below: an async
+            // fn's state is as large as its largest await, and each level
+            // of the request path moves its callee's state once.
+            let bytes = Box::pin(read_ahead(body, route.timeout)).await?;
             let replay = Replay::of(&parts, Some(bytes.clone()));
             (RequestBody::full(bytes), Some(replay))
         } else {
@@ -482,15 +485,16 @@ impl Gateway {
             let sent = if x.upgrade {
                 // Its own connection, never retried: the backend may have
                 // switched protocols already.
-                up.client
-                    .upgrade(&endpoint.backend, req)
+                Box::pin(up.client.upgrade(&endpoint.backend, req))
                     .await
                     .map_err(|error| SendError {
                         error,
                         unsent: None,
                     })
             } else if endpoint.backend.h2 {
-                up.client.send_h2(&endpoint.backend, req).await
+                // Boxed: its state is three times that of `send`, and every
+                // request would carry (and move) it.
+                Box::pin(up.client.send_h2(&endpoint.backend, req)).await
             } else {
                 up.client.send(&endpoint.backend, req).await
             };

@@ -103,8 +103,10 @@ type H2Sender = hyper::client::conn::http2::SendRequest<RequestBody>;
 /// opening their own.
 type H2Slot = Arc<tokio::sync::Mutex<Option<H2Sender>>>;
 
-/// `(https?, host:port)`: which connections can carry a request.
-type PoolKey = (bool, Authority);
+/// `(https?, host:port)`: which connections can carry a request. The
+/// backend's label is its authority as text; hashing and comparing it is a
+/// fraction of what `Authority` costs (case-folded byte by byte).
+type PoolKey = (bool, Arc<str>);
 
 /// How long connections wait: to be opened, and idle in the pool.
 #[derive(Debug, Clone, Copy)]
@@ -297,8 +299,12 @@ impl UpstreamClient {
         let pool = Arc::new(Pool {
             connector,
             connector_h2,
-            idle: (0..SHARDS).map(|_| Mutex::new(PoolMap::default())).collect(),
-            h2: (0..SHARDS).map(|_| Mutex::new(PoolMap::default())).collect(),
+            idle: (0..SHARDS)
+                .map(|_| Mutex::new(PoolMap::default()))
+                .collect(),
+            h2: (0..SHARDS)
+                .map(|_| Mutex::new(PoolMap::default()))
+                .collect(),
             idle_timeout: timeouts.idle,
         });
         Pool::spawn_sweeper(&pool);
@@ -313,7 +319,7 @@ impl UpstreamClient {
         backend: &Backend,
         mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        let key: PoolKey = (backend.scheme == Scheme::HTTPS, backend.authority.clone());
+        let key: PoolKey = pool_key(backend);
         while let Some(mut sender) = self.pool.checkout(&key) {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -392,7 +398,7 @@ impl UpstreamClient {
         .expect("scheme, authority and path make a URI");
         parts.version = http::Version::HTTP_2;
         let req = Request::from_parts(parts, body);
-        let key: PoolKey = (backend.scheme == Scheme::HTTPS, backend.authority.clone());
+        let key: PoolKey = pool_key(backend);
         let slot: H2Slot = self.pool.h2[crate::server::worker::current() % SHARDS]
             .lock()
             .entry(key)
@@ -507,7 +513,7 @@ impl UpstreamClient {
 
     /// Closes the idle pooled connections to `backend` (it left the route).
     pub fn forget(&self, backend: &Backend) {
-        let key: PoolKey = (backend.scheme == Scheme::HTTPS, backend.authority.clone());
+        let key: PoolKey = pool_key(backend);
         for shard in self.pool.idle.iter() {
             shard.lock().remove(&key);
         }
@@ -523,6 +529,10 @@ impl UpstreamClient {
     fn release(&self, key: PoolKey, sender: Sender) {
         self.pool.put(key, sender);
     }
+}
+
+fn pool_key(backend: &Backend) -> PoolKey {
+    (backend.scheme == Scheme::HTTPS, backend.label.clone())
 }
 
 /// Empties an HTTP/2 slot whose connection has closed. Only a closed one:
