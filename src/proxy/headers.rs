@@ -2,8 +2,6 @@
 //! both directions (RFC 9110 §7.6.1) and the `x-forwarded-*` set is added on
 //! the way up.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Version, request};
 
@@ -146,8 +144,9 @@ pub fn check_head(parts: &request::Parts) -> Result<(), HeadError> {
 
 /// Everything about the client connection the upstream should learn.
 pub struct Forwarded<'a> {
-    /// The TCP peer: the only client address Portico can vouch for.
-    pub peer: IpAddr,
+    /// The TCP peer's address: the only client address Portico can vouch
+    /// for (`ConnInfo::peer_text`).
+    pub peer: &'a HeaderValue,
     /// `"http"` or `"https"`: the scheme the client used.
     pub proto: &'static HeaderValue,
     /// The host the client asked for (`Host`, or the `:authority` of HTTP/2).
@@ -161,20 +160,27 @@ pub static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
 /// `x-forwarded-host` (replacing what the client sent: it cannot be trusted).
 pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     // Every incoming XFF line is kept, in order, and the peer goes last.
-    let mut xff = String::with_capacity(48);
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(s) = v.to_str() {
-            let s = s.trim();
-            if !s.is_empty() {
-                xff.push_str(s);
-                xff.push_str(", ");
-            }
+    let mut earlier = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .peekable();
+    if earlier.peek().is_none() {
+        // The common case: the peer alone, shared with the connection.
+        headers.insert(X_FORWARDED_FOR.clone(), fwd.peer.clone());
+    } else {
+        let mut xff = String::with_capacity(64);
+        for s in earlier {
+            xff.push_str(s);
+            xff.push_str(", ");
         }
-    }
-    crate::observability::json::push_ip(&mut xff, fwd.peer);
-    // The string's buffer becomes the value: no copy.
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        xff.push_str(fwd.peer.to_str().unwrap_or_default());
+        // The string's buffer becomes the value: no copy.
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
     match fwd.host {
@@ -306,7 +312,7 @@ mod tests {
         add_forwarded(
             &mut h,
             &Forwarded {
-                peer: "127.0.0.1".parse().unwrap(),
+                peer: &HeaderValue::from_static("127.0.0.1"),
                 proto: &PROTO_HTTP,
                 host: Some(&host),
             },
@@ -319,7 +325,7 @@ mod tests {
         add_forwarded(
             &mut fresh,
             &Forwarded {
-                peer: "::1".parse().unwrap(),
+                peer: &HeaderValue::from_static("::1"),
                 proto: &PROTO_HTTPS,
                 host: None,
             },

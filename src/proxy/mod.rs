@@ -44,7 +44,7 @@ use exchange::Exchange;
 use headers::Forwarded;
 use limits::InflightLimit;
 use retry::RetryReason;
-use upstream::{SendError, UpstreamError};
+use upstream::{Outgoing, SendError, UpstreamError};
 
 /// Whether the connection's TCP peer is inside one of `nets` (a
 /// v4-mapped IPv6 peer is read as its IPv4 address).
@@ -353,7 +353,7 @@ impl Gateway {
         headers::add_forwarded(
             &mut parts.headers,
             &Forwarded {
-                peer: conn.peer.ip(),
+                peer: &conn.peer_text,
                 proto: if conn.tls {
                     &headers::PROTO_HTTPS
                 } else {
@@ -392,7 +392,7 @@ impl Gateway {
         } else {
             (RequestBody::new(body, limit), None)
         };
-        let req = Request::from_parts(parts, body);
+        let req = Box::new(Request::from_parts(parts, body));
 
         let mut last = None;
         // Timed only for a span: the clock is read twice more per request.
@@ -449,8 +449,8 @@ impl Gateway {
         &self,
         route: &Route,
         x: &mut Exchange,
-        mut req: Request<RequestBody>,
-        replay: Option<Replay>,
+        mut req: Outgoing,
+        replay: Option<Box<Replay>>,
         last: &mut Option<Arc<Endpoint>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let up = &route.upstream;
@@ -514,7 +514,7 @@ impl Gateway {
                         Some(r) if failed && up.retry_on.contains(&status.as_u16()) => {
                             // Tried again only if allowed; else this answer stands.
                             if self.may_retry(route, x, RetryReason::Status) {
-                                req = r.request();
+                                req = Box::new(r.request());
                                 tokio::time::sleep(retry::backoff(u32::from(x.tries))).await;
                                 continue;
                             }
@@ -545,7 +545,7 @@ impl Gateway {
                                 ..
                             },
                             Some(copy),
-                        ) => Some((copy.request(), RetryReason::Reset)),
+                        ) => Some((Box::new(copy.request()), RetryReason::Reset)),
                         _ => None,
                     };
                     (error, next)
@@ -669,13 +669,14 @@ struct Replay {
 }
 
 impl Replay {
-    fn of(parts: &http::request::Parts, body: Option<Bytes>) -> Self {
-        Replay {
+    /// Boxed: it rides along every try, and most requests have none.
+    fn of(parts: &http::request::Parts, body: Option<Bytes>) -> Box<Self> {
+        Box::new(Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
             body,
-        }
+        })
     }
 
     fn request(&self) -> Request<RequestBody> {

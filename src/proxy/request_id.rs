@@ -35,9 +35,14 @@ pub fn is_valid(id: &[u8]) -> bool {
 
 /// A fresh random (v4) UUID in its hyphenated form.
 pub fn generate() -> HeaderValue {
-    let mut buf = uuid::Uuid::encode_buffer();
-    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).expect("a UUID is a valid header value")
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // The id is cloned for the access log, the in-flight list and the
+    // response: owned by one shared allocation, each clone is a reference
+    // count (a value copied from a slice would allocate again when first
+    // cloned).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("a UUID is a valid header value")
 }
 
 #[cfg(test)]

@@ -54,11 +54,16 @@ pub enum UpstreamError {
     Overloaded { limit: super::endpoints::Overflow },
 }
 
+/// A request on its way to a backend. Boxed once: it passes through four
+/// async functions, each of which would otherwise hold (and move) its 320
+/// bytes, some twice.
+pub type Outgoing = Box<Request<RequestBody>>;
+
 /// A failed send: why, and the request when it was never written (so it
 /// may go to another backend whatever its method and body).
 pub struct SendError {
     pub error: UpstreamError,
-    pub unsent: Option<Request<RequestBody>>,
+    pub unsent: Option<Outgoing>,
 }
 
 impl SendError {
@@ -317,11 +322,11 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         backend: &Backend,
-        mut req: Request<RequestBody>,
+        mut req: Outgoing,
     ) -> Result<Response<Incoming>, SendError> {
         let key: PoolKey = pool_key(backend);
         while let Some(mut sender) = self.pool.checkout(&key) {
-            match sender.try_send_request(req).await {
+            match sender.try_send_request(*req).await {
                 Ok(resp) => {
                     self.release(key, sender);
                     return Ok(resp);
@@ -329,7 +334,7 @@ impl UpstreamClient {
                 Err(mut e) => match e.take_message() {
                     // Never written: the connection closed under us; the
                     // request is intact, so try the next one.
-                    Some(back) => req = back,
+                    Some(back) => req = Box::new(back),
                     None => return Err(SendError::sent(classify(e.into_error().into()))),
                 },
             }
@@ -345,13 +350,13 @@ impl UpstreamClient {
                 });
             }
         };
-        match sender.try_send_request(req).await {
+        match sender.try_send_request(*req).await {
             Ok(resp) => {
                 self.release(key, sender);
                 Ok(resp)
             }
             Err(mut e) => {
-                let unsent = e.take_message();
+                let unsent = e.take_message().map(Box::new);
                 Err(SendError {
                     error: classify(e.into_error().into()),
                     unsent,
@@ -368,7 +373,7 @@ impl UpstreamClient {
     pub async fn send_h2(
         &self,
         backend: &Backend,
-        req: Request<RequestBody>,
+        req: Outgoing,
     ) -> Result<Response<Incoming>, SendError> {
         let (mut parts, mut body) = req.into_parts();
         let limit = body.limit();
@@ -417,7 +422,7 @@ impl UpstreamClient {
                         *current = None;
                         return Err(SendError {
                             error,
-                            unsent: Some(req),
+                            unsent: Some(Box::new(req)),
                         });
                     }
                 },
@@ -427,13 +432,13 @@ impl UpstreamClient {
             forget_closed(&slot).await;
             return Err(SendError {
                 error: classify(e.into()),
-                unsent: Some(req),
+                unsent: Some(Box::new(req)),
             });
         }
         match sender.try_send_request(req).await {
             Ok(resp) => Ok(resp),
             Err(mut e) => {
-                let unsent = e.take_message();
+                let unsent = e.take_message().map(Box::new);
                 forget_closed(&slot).await;
                 let error = match failure.too_large() {
                     Some(true) => UpstreamError::BodyTooLarge { limit },
@@ -473,11 +478,11 @@ impl UpstreamClient {
     pub async fn upgrade(
         &self,
         backend: &Backend,
-        req: Request<RequestBody>,
+        req: Outgoing,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut sender = Box::pin(self.open(backend, true)).await?;
         sender
-            .send_request(req)
+            .send_request(*req)
             .await
             .map_err(|e| classify(e.into()))
     }

@@ -68,6 +68,19 @@ pub struct ConnInfo {
     /// answered `421`, so a connection opened for one name (HTTP/2 reuses
     /// connections) cannot reach another host's routes.
     pub tls_names: Option<Arc<CertNames>>,
+    /// The peer's IP address as header text (`x-forwarded-for`), made once
+    /// per connection: each request's copy is a reference count.
+    pub peer_text: http::HeaderValue,
+}
+
+impl ConnInfo {
+    /// `peer`'s address as a header value, in one shared allocation.
+    pub fn peer_text(peer: SocketAddr) -> http::HeaderValue {
+        let mut text = String::with_capacity(15);
+        crate::observability::json::push_ip(&mut text, peer.ip());
+        http::HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+            .expect("an IP address is a valid header value")
+    }
 }
 
 /// A request handler. Infallible by construction: errors are responses.
@@ -206,8 +219,10 @@ pub async fn serve<S: Service>(
         if let Some(c) = &opts.accepted {
             c.inc();
         }
+        let peer = unmap(peer);
         let conn = ConnInfo {
-            peer: unmap(peer),
+            peer,
+            peer_text: ConnInfo::peer_text(peer),
             local: tcp.local_addr().ok().or(local).unwrap_or(peer),
             listener: opts.kind,
             tls: opts.tls.is_some(),

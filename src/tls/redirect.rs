@@ -97,8 +97,10 @@ mod tests {
     use crate::server::ListenerKind;
 
     fn conn() -> ConnInfo {
+        let peer = "10.0.0.9:5555".parse().unwrap();
         ConnInfo {
-            peer: "10.0.0.9:5555".parse().unwrap(),
+            peer,
+            peer_text: ConnInfo::peer_text(peer),
             local: "10.0.0.1:8080".parse().unwrap(),
             listener: ListenerKind::Http,
             tls: false,
