@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 
 use portico::cli;
 
+/// Connection-sized buffers from pools of their own, the rest from the
+/// system allocator (see `lifecycle::buffers`).
+#[global_allocator]
+static ALLOCATOR: portico::lifecycle::buffers::PooledAllocator =
+    portico::lifecycle::buffers::PooledAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "portico",

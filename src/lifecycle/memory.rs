@@ -27,17 +27,20 @@ pub fn released() {
     RELEASED.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Returns free heap pages to the operating system. `true` when the
-/// allocator released something.
+/// Returns free heap pages and free pooled connection buffers
+/// ([`super::buffers`]) to the operating system. `true` when something was
+/// released.
 pub fn trim() -> bool {
+    let pooled = super::buffers::release_free() > 0;
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: malloc_trim only walks the allocator's own free lists.
-        unsafe { libc::malloc_trim(0) == 1 }
+        let heap = unsafe { libc::malloc_trim(0) == 1 };
+        heap || pooled
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
-        false
+        pooled
     }
 }
 

@@ -2,6 +2,7 @@
 //! the process's open-file limit, returning freed memory, and shutting down without dropping
 //! accepted requests.
 
+pub mod buffers;
 pub mod drain;
 pub mod fd_limit;
 pub mod memory;
