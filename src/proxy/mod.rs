@@ -496,7 +496,12 @@ impl Gateway {
                 // request would carry (and move) it.
                 Box::pin(up.client.send_h2(&endpoint.backend, req)).await
             } else {
-                up.client.send(&endpoint.backend, req).await
+                let read_ahead = if x.version == Version::HTTP_2 {
+                    upstream::ReadAhead::Stream
+                } else {
+                    upstream::ReadAhead::Full
+                };
+                up.client.send(&endpoint.backend, req, read_ahead).await
             };
             let (error, next) = match sent {
                 Ok(resp) => {

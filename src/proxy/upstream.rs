@@ -54,6 +54,27 @@ pub enum UpstreamError {
     Overloaded { limit: super::endpoints::Overflow },
 }
 
+/// How far an upstream HTTP/1.1 connection reads ahead of its client.
+///
+/// hyper's read buffer starts at 8 KiB and doubles while reads fill it, to
+/// about 400 KiB. One HTTP/1.1 client has one response in flight per
+/// connection, so that is what one connection can make Portico hold, and
+/// large reads are what make large downloads cheap. An HTTP/2 client has up
+/// to 256 streams on one connection: each stream's backend connection then
+/// reads at most [`STREAM_READ_AHEAD`], so that a client that stops reading
+/// makes Portico hold about 16 MiB per connection (a read buffer, a chunk
+/// on its way and the stream's send buffer each), not 40.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReadAhead {
+    /// hyper's adaptive buffer (HTTP/1.x clients).
+    Full,
+    /// At most [`STREAM_READ_AHEAD`] (streams of an HTTP/2 client).
+    Stream,
+}
+
+/// The read-ahead of [`ReadAhead::Stream`] (hyper's smallest is 8 KiB).
+pub const STREAM_READ_AHEAD: usize = 8 * 1024;
+
 /// A request on its way to a backend. Boxed once: it passes through four
 /// async functions, each of which would otherwise hold (and move) its 320
 /// bytes, some twice.
@@ -108,10 +129,11 @@ type H2Sender = hyper::client::conn::http2::SendRequest<RequestBody>;
 /// opening their own.
 type H2Slot = Arc<tokio::sync::Mutex<Option<H2Sender>>>;
 
-/// `(https?, host:port)`: which connections can carry a request. The
-/// backend's label is its authority as text; hashing and comparing it is a
-/// fraction of what `Authority` costs (case-folded byte by byte).
-type PoolKey = (bool, Arc<str>);
+/// `(https?, read-ahead, host:port)`: which connections can carry a
+/// request. The backend's label is its authority as text; hashing and
+/// comparing it is a fraction of what `Authority` costs (case-folded byte
+/// by byte).
+type PoolKey = (bool, ReadAhead, Arc<str>);
 
 /// How long connections wait: to be opened, and idle in the pool.
 #[derive(Debug, Clone, Copy)]
@@ -323,8 +345,9 @@ impl UpstreamClient {
         &self,
         backend: &Backend,
         mut req: Outgoing,
+        read_ahead: ReadAhead,
     ) -> Result<Response<Incoming>, SendError> {
-        let key: PoolKey = pool_key(backend);
+        let key: PoolKey = pool_key(backend, read_ahead);
         while let Some(mut sender) = self.pool.checkout(&key) {
             match sender.try_send_request(*req).await {
                 Ok(resp) => {
@@ -341,7 +364,7 @@ impl UpstreamClient {
         }
         // Boxed: connecting is the cold path, and its large state would
         // otherwise be part of every request future (moved per request).
-        let mut sender = match Box::pin(self.connect(backend)).await {
+        let mut sender = match Box::pin(self.connect(backend, read_ahead)).await {
             Ok(s) => s,
             Err(error) => {
                 return Err(SendError {
@@ -403,7 +426,8 @@ impl UpstreamClient {
         .expect("scheme, authority and path make a URI");
         parts.version = http::Version::HTTP_2;
         let req = Request::from_parts(parts, body);
-        let key: PoolKey = pool_key(backend);
+        // HTTP/2 to the backend: its flow control bounds what is read ahead.
+        let key: PoolKey = pool_key(backend, ReadAhead::Full);
         let slot: H2Slot = self.pool.h2[crate::server::worker::current() % SHARDS]
             .lock()
             .entry(key)
@@ -480,7 +504,7 @@ impl UpstreamClient {
         backend: &Backend,
         req: Outgoing,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = Box::pin(self.open(backend, true)).await?;
+        let mut sender = Box::pin(self.open(backend, true, ReadAhead::Full)).await?;
         sender
             .send_request(*req)
             .await
@@ -488,15 +512,28 @@ impl UpstreamClient {
     }
 
     /// A new pooled-style connection to `backend`, its driver task spawned.
-    async fn connect(&self, backend: &Backend) -> Result<Sender, UpstreamError> {
-        self.open(backend, false).await
+    async fn connect(
+        &self,
+        backend: &Backend,
+        read_ahead: ReadAhead,
+    ) -> Result<Sender, UpstreamError> {
+        self.open(backend, false, read_ahead).await
     }
 
     /// A new connection to `backend`, its driver task spawned (`upgrades`:
     /// able to hand its socket over after a `101`).
-    async fn open(&self, backend: &Backend, upgrades: bool) -> Result<Sender, UpstreamError> {
+    async fn open(
+        &self,
+        backend: &Backend,
+        upgrades: bool,
+        read_ahead: ReadAhead,
+    ) -> Result<Sender, UpstreamError> {
         let io = dial(&self.pool.connector, backend).await?;
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        let mut builder = hyper::client::conn::http1::Builder::new();
+        if read_ahead == ReadAhead::Stream {
+            builder.max_buf_size(STREAM_READ_AHEAD);
+        }
+        let (sender, conn) = builder
             .handshake(io)
             .await
             .map_err(|e| classify(e.into()))?;
@@ -518,13 +555,16 @@ impl UpstreamClient {
 
     /// Closes the idle pooled connections to `backend` (it left the route).
     pub fn forget(&self, backend: &Backend) {
-        let key: PoolKey = pool_key(backend);
+        let keys = [ReadAhead::Full, ReadAhead::Stream].map(|r| pool_key(backend, r));
         for shard in self.pool.idle.iter() {
-            shard.lock().remove(&key);
+            let mut shard = shard.lock();
+            for key in &keys {
+                shard.remove(key);
+            }
         }
         if backend.h2 {
             for shard in self.pool.h2.iter() {
-                shard.lock().remove(&key);
+                shard.lock().remove(&keys[0]);
             }
         }
     }
@@ -536,8 +576,12 @@ impl UpstreamClient {
     }
 }
 
-fn pool_key(backend: &Backend) -> PoolKey {
-    (backend.scheme == Scheme::HTTPS, backend.label.clone())
+fn pool_key(backend: &Backend, read_ahead: ReadAhead) -> PoolKey {
+    (
+        backend.scheme == Scheme::HTTPS,
+        read_ahead,
+        backend.label.clone(),
+    )
 }
 
 /// Empties an HTTP/2 slot whose connection has closed. Only a closed one:

@@ -133,7 +133,7 @@ impl UpgradeSlot {
 }
 
 /// Per-stream HTTP/2 send buffer (see `http_builder`).
-const H2_SEND_BUFFER: usize = 32 * 1024;
+const H2_SEND_BUFFER: usize = 16 * 1024;
 
 /// TLS termination for one listener.
 #[derive(Clone)]
@@ -290,12 +290,11 @@ fn http_builders(opts: &ServerOptions) -> Builders {
         .max_header_list_size(u32::try_from(buf).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         // What one stream may queue for a client whatever window it grants
-        // (hyper's default is 400 KiB): a client that opens 256 streams and
-        // stops reading makes Portico hold about 38 MiB instead of 172 MiB
-        // (streaming.rs measures it); the rest is backpressure on the
-        // backends. Most of what is left is upstream read buffers: capping
-        // those (hyper's `max_buf_size`) cost 60% of the throughput on
-        // 1 MiB responses, so they keep hyper's default.
+        // (hyper's default is 400 KiB). With the streams' backends read
+        // 8 KiB at a time (`upstream::ReadAhead::Stream`), a client that
+        // opens 256 streams and stops reading makes Portico hold about
+        // 15 MiB instead of 172 MiB (streaming.rs measures it); the rest is
+        // backpressure on the backends.
         .max_send_buf_size(H2_SEND_BUFFER)
         // WebSockets over HTTP/2 arrive as extended CONNECT (RFC 8441).
         .enable_connect_protocol()
