@@ -16,13 +16,45 @@ fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
 }
 
+/// Whether any of the eight bytes in `w` needs escaping: the bit tricks of
+/// "Bit Twiddling Hacks" (a byte below 0x20, or equal to `"`, `\\` or DEL),
+/// exact for the whole word, not for which byte.
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+    below_space
+        || has_zero(w ^ (ONES * 0x22))
+        || has_zero(w ^ (ONES * 0x5c))
+        || has_zero(w ^ (ONES * 0x7f))
+}
+
+/// Where the first byte to escape is, from `from` on: eight bytes at a
+/// time until a word has one, then byte by byte.
+#[inline]
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        if word_needs_escape(w) {
+            break;
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&b| needs_escape(b))
+        .map(|off| i + off)
+}
+
 /// `s` escaped, without quotes. Runs of plain bytes (nearly every value)
-/// are copied whole.
+/// are found a word at a time and copied whole.
 fn push_escaped(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    while let Some(off) = bytes[start..].iter().position(|&b| needs_escape(b)) {
-        let i = start + off;
+    while let Some(i) = next_escape(bytes, start) {
         out.push_str(&s[start..i]);
         let b = bytes[i];
         match b {
@@ -241,5 +273,29 @@ mod tests {
         let mut out = String::from("{");
         push_ip_field(&mut out, "client_ip", [192, 0, 2, 1].into());
         assert_eq!(out, "{\"client_ip\":\"192.0.2.1\"");
+    }
+
+    #[test]
+    fn the_word_at_a_time_scan_finds_every_byte_to_escape_anywhere() {
+        for b in 0u8..=0x7f {
+            for len in [1, 7, 8, 9, 16, 23] {
+                for at in 0..len {
+                    let mut v = vec![b'a'; len];
+                    v[at] = b;
+                    let s = std::str::from_utf8(&v).unwrap();
+                    let want = needs_escape(b).then_some(at);
+                    assert_eq!(
+                        next_escape(s.as_bytes(), 0),
+                        want,
+                        "{b:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        // Multi-byte UTF-8 never needs escaping.
+        assert_eq!(next_escape("ééééé☕☕".as_bytes(), 0), None);
+        let mut out = String::new();
+        push_str(&mut out, "0123456789\"abcdefghij\u{1}é");
+        assert_eq!(out, "\"0123456789\\\"abcdefghij\\u0001é\"");
     }
 }
