@@ -223,7 +223,12 @@ pub async fn serve<S: Service>(
         let conn = ConnInfo {
             peer,
             peer_text: ConnInfo::peer_text(peer),
-            local: tcp.local_addr().ok().or(local).unwrap_or(peer),
+            // A listener on one address is what every connection reaches;
+            // only a wildcard one needs the system call to say which.
+            local: match local {
+                Some(l) if !l.ip().is_unspecified() => l,
+                _ => tcp.local_addr().ok().or(local).unwrap_or(peer),
+            },
             listener: opts.kind,
             tls: opts.tls.is_some(),
             tls_names: None,
