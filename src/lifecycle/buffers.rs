@@ -125,7 +125,14 @@ impl Class {
     }
 }
 
-static POOLS: [Mutex<Class>; CLASSES.len()] = [Mutex::new(Class::new()), Mutex::new(Class::new())];
+/// Pools per thread group: each worker allocates and frees its
+/// connections' buffers on its own thread, so with one set per worker the
+/// locks are never contended and their cache lines stay on one core. A
+/// block freed on another thread simply joins that thread's set.
+const SETS: usize = 4;
+
+static POOLS: [[Mutex<Class>; CLASSES.len()]; SETS] =
+    [const { [const { Mutex::new(Class::new()) }; CLASSES.len()] }; SETS];
 
 /// The class serving `layout`, if any.
 #[inline]
@@ -137,8 +144,14 @@ fn class_of(layout: Layout) -> Option<usize> {
     CLASSES.iter().position(|&c| size <= c)
 }
 
+/// This thread's pool of `class` (workers are numbered from 1; the other
+/// threads share set 0).
 fn lock(class: usize) -> std::sync::MutexGuard<'static, Class> {
-    POOLS[class].lock().unwrap_or_else(|e| e.into_inner())
+    lock_in(crate::server::worker::current() % SETS, class)
+}
+
+fn lock_in(set: usize, class: usize) -> std::sync::MutexGuard<'static, Class> {
+    POOLS[set][class].lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Anonymous, private, zeroed memory from the kernel.
@@ -232,6 +245,14 @@ unsafe impl GlobalAlloc for PooledAllocator {
 /// many bytes that was. Run off the workers: it makes one system call per
 /// free block, in batches, holding a class's lock only to move entries.
 pub fn release_free() -> usize {
+    let mut released = 0;
+    for set in 0..SETS {
+        released += release_set(set);
+    }
+    released
+}
+
+fn release_set(set: usize) -> usize {
     const BATCH: usize = 256;
     let mut released = 0;
     for (c, &size) in CLASSES.iter().enumerate() {
@@ -239,7 +260,7 @@ pub fn release_free() -> usize {
             let mut batch = [ptr::null_mut::<u8>(); BATCH];
             let mut n = 0;
             {
-                let mut class = lock(c);
+                let mut class = lock_in(set, c);
                 while n < BATCH
                     && let Some(b) = class.dirty.pop()
                 {
@@ -256,7 +277,7 @@ pub fn release_free() -> usize {
                 unsafe { libc::madvise(b.cast(), size, libc::MADV_DONTNEED) };
             }
             released += n * size;
-            let mut class = lock(c);
+            let mut class = lock_in(set, c);
             for &b in &batch[..n] {
                 if let Some(b) = NonNull::new(b)
                     && !class.clean.push(b)
