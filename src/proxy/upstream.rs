@@ -75,6 +75,10 @@ pub enum ReadAhead {
 /// The read-ahead of [`ReadAhead::Stream`] (hyper's smallest is 8 KiB).
 pub const STREAM_READ_AHEAD: usize = 8 * 1024;
 
+/// The transport of an upstream HTTP/1.1 connection (TCP, or TLS over it).
+pub type UpstreamIo =
+    hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+
 /// A request on its way to a backend. Boxed once: it passes through four
 /// async functions, each of which would otherwise hold (and move) its 320
 /// bytes, some twice.

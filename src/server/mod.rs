@@ -132,6 +132,13 @@ impl UpgradeSlot {
     }
 }
 
+/// What a splice copies through, each way (see `Connection::splice`).
+const SPLICE_BUFFER: usize = 4096;
+
+/// The backend's side of an upgraded connection, whichever transport.
+trait SpliceIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> SpliceIo for T {}
+
 /// Per-stream HTTP/2 send buffer (see `http_builder`).
 const H2_SEND_BUFFER: usize = 16 * 1024;
 
@@ -551,28 +558,49 @@ impl<S: Service> Connection<S> {
                 return;
             }
         };
-        let mut backend = TokioIo::new(backend);
+        // The backend's socket out of hyper's wrapper, with the bytes hyper
+        // had read past the `101`: once those are passed on, hyper's read
+        // buffer (8 KiB) is not held for the life of the connection.
+        let (mut backend, backend_early): (Box<dyn SpliceIo>, Bytes) =
+            match backend.downcast::<crate::proxy::upstream::UpstreamIo>() {
+                Ok(parts) => (Box::new(TokioIo::new(parts.io)), parts.read_buf),
+                Err(wrapped) => (Box::new(TokioIo::new(wrapped)), Bytes::new()),
+            };
         let mut client = idle::Counted::new(client);
-        // Bytes the client sent right behind its upgrade request.
+        // Bytes the client sent right behind its upgrade request, and those
+        // the backend sent right behind its `101`; dropped once written, for
+        // the same reason.
+        let early_len = early.len() as u64;
         if !early.is_empty() && backend.write_all(&early).await.is_err() {
-            up.finish(early.len() as u64, 0);
+            up.finish(early_len, 0);
             return;
         }
+        drop(early);
+        if !backend_early.is_empty() && client.write_all(&backend_early).await.is_err() {
+            up.finish(early_len, 0);
+            return;
+        }
+        drop(backend_early);
         let mut stop = self.stop.clone();
         let check = (self.upgrade_idle_timeout / 2).max(Duration::from_millis(25));
-        let (mut client_rx, mut client_tx) = tokio::io::split(&mut client);
-        let (mut backend_rx, mut backend_tx) = tokio::io::split(&mut backend);
+        let (client_rx, mut client_tx) = tokio::io::split(&mut client);
+        let (backend_rx, mut backend_tx) = tokio::io::split(&mut backend);
         {
             // Each direction ends with a FIN to its reader; once one has
             // ended, the other gets SPLICE_LINGER to finish (a close
             // handshake's last frame), so a peer that never closes its
-            // half cannot hold the connection.
+            // half cannot hold the connection. Each copies through a
+            // 4 KiB buffer (nginx's page-sized proxy buffer): most
+            // upgraded connections are quiet WebSockets, and the buffers
+            // live as long as they do.
+            let mut client_rx = tokio::io::BufReader::with_capacity(SPLICE_BUFFER, client_rx);
+            let mut backend_rx = tokio::io::BufReader::with_capacity(SPLICE_BUFFER, backend_rx);
             let up = async {
-                let _ = tokio::io::copy(&mut client_rx, &mut backend_tx).await;
+                let _ = tokio::io::copy_buf(&mut client_rx, &mut backend_tx).await;
                 let _ = backend_tx.shutdown().await;
             };
             let down = async {
-                let _ = tokio::io::copy(&mut backend_rx, &mut client_tx).await;
+                let _ = tokio::io::copy_buf(&mut backend_rx, &mut client_tx).await;
                 let _ = client_tx.shutdown().await;
             };
             tokio::pin!(up, down);
@@ -606,9 +634,9 @@ impl<S: Service> Connection<S> {
                 }
             }
         }
-        drop((client_rx, client_tx, backend_rx, backend_tx));
+        drop((client_tx, backend_tx));
         let counts = client.counts();
-        up.finish(counts.read() + early.len() as u64, counts.written());
+        up.finish(counts.read() + early_len, counts.written());
     }
 
     /// Waits, holding only the socket, until a parked connection is readable

@@ -206,6 +206,87 @@ async fn a_101_nobody_asked_for_is_refused() {
     gw.shutdown().await;
 }
 
+/// Bytes sent right behind the upgrade on either side (in the same segment
+/// as the request or the `101`) reach the other side, in order, before the
+/// spliced stream; each way of the splice carries more than its 4 KiB buffer.
+#[tokio::test]
+async fn bytes_right_behind_the_upgrade_on_either_side_are_passed_on_in_order() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        // The request head and whatever follows it in the same read.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "client went away before its head");
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\nConnection: upgrade\r\n\r\nhello-from-backend;",
+        )
+        .await
+        .unwrap();
+        // Then 20 KiB one way and back: the client's bytes, echoed.
+        let start = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut after_head = got.split_off(start);
+        while after_head.len() < b"hello-from-client;".len() + 20 * 1024 {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "client went away mid-stream");
+            after_head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(&after_head).await.unwrap();
+        let _ = seen_tx.send(after_head);
+        let _ = s.read(&mut buf).await;
+    });
+    let gw = TestGateway::start(&format!(
+        "routes:\n  - prefix: /raw\n    backend: http://{addr}\n"
+    ))
+    .await;
+    let mut c = TcpStream::connect(gw.addr).await.unwrap();
+    c.write_all(
+        b"GET /raw/x HTTP/1.1\r\nHost: t\r\nUpgrade: raw\r\nConnection: upgrade\r\n\r\nhello-from-client;",
+    )
+    .await
+    .unwrap();
+    let bulk: Vec<u8> = (0..20 * 1024).map(|i| (i % 251) as u8).collect();
+    c.write_all(&bulk).await.unwrap();
+    let mut want = b"hello-from-backend;hello-from-client;".to_vec();
+    want.extend_from_slice(&bulk);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
+        if let Some(end) = head_end
+            && got.len() - (end + 4) >= want.len()
+        {
+            break;
+        }
+        let n = tokio::time::timeout_at(deadline, c.read(&mut buf))
+            .await
+            .expect("everything arrives in time")
+            .unwrap();
+        assert!(n > 0, "gateway closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&got[..end])
+    );
+    assert_eq!(&got[end..], &want[..], "stream differs after the 101");
+    let backend_saw = seen_rx.await.unwrap();
+    let mut client_sent = b"hello-from-client;".to_vec();
+    client_sent.extend_from_slice(&bulk);
+    assert_eq!(backend_saw, client_sent);
+    drop(c);
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn upgrade_headers_go_upstream_only_for_an_upgrade_request() {
     // A backend that reports the request head it got.
