@@ -207,7 +207,9 @@ enum Inner {
 pub struct GatewayBody {
     inner: Inner,
     /// Finished (logged and counted) when this body ends or is dropped.
-    exchange: Option<Exchange>,
+    /// Boxed: the response moves through several layers (handler, hyper's
+    /// dispatcher), and 450 bytes of bookkeeping would move with it.
+    exchange: Option<Box<Exchange>>,
 }
 
 impl GatewayBody {
@@ -235,7 +237,7 @@ impl GatewayBody {
     }
 
     /// Attaches the exchange that this body completes.
-    pub fn attach(&mut self, exchange: Exchange) {
+    pub fn attach(&mut self, exchange: Box<Exchange>) {
         self.exchange = Some(exchange);
     }
 

@@ -151,7 +151,7 @@ impl Gateway {
         let request_id = request_id::assign(&mut parts.headers);
         let trace =
             trace::continue_or_start(&mut parts.headers, self.spans.as_ref().map(|s| s.sampler));
-        let mut x = Exchange::new(
+        let mut x = Box::new(Exchange::new(
             started,
             request_id.clone(),
             parts.method.clone(),
@@ -160,7 +160,7 @@ impl Gateway {
             conn.peer.ip(),
             parts.version,
             parts.headers.get(header::USER_AGENT).cloned(),
-        );
+        ));
         x.trace = Some(trace);
         if let Some(spans) = &self.spans
             && trace.sampled()
@@ -174,7 +174,7 @@ impl Gateway {
         // Portico's own failure of a gRPC call is answered in gRPC's terms;
         // logs and metrics keep the HTTP status it stands for.
         let mut logged_status = None;
-        let mut resp = match self.proxy(&mut x, parts, body, conn).await {
+        let mut resp = match self.proxy(&mut x, parts, body, &conn).await {
             Ok(upstream) if upstream.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 match switch_protocols(&mut x, upstream, &request_id) {
                     Ok((resp, backend)) => {
@@ -230,7 +230,7 @@ impl Gateway {
         x: &mut Exchange,
         mut parts: http::request::Parts,
         body: Incoming,
-        conn: ConnInfo,
+        conn: &ConnInfo,
     ) -> Result<Response<Incoming>, ProxyError> {
         // From here on only the normalized path is used, and it is what the
         // backend receives. A request refused before it has one is logged
@@ -277,12 +277,12 @@ impl Gateway {
             return Err(ProxyError::NoRoute);
         };
         // What the route answers itself: its allow-list, its redirects.
-        if let Some(answer) = self.route_answer(&route, &parts, &conn) {
+        if let Some(answer) = self.route_answer(&route, &parts, conn) {
             x.metrics = route.metrics.clone();
             return Err(answer);
         }
         // Stable or canary; the canary's signals never go upstream.
-        let (route, cookie) = self.canary(route, &mut parts.headers, &conn).await;
+        let (route, cookie) = self.canary(route, &mut parts.headers, conn).await;
         x.set_cookie = cookie;
         x.metrics = route.metrics.clone();
 
@@ -631,7 +631,7 @@ fn switch_protocols(
 fn upgrading(
     mut resp: Response<GatewayBody>,
     backend: hyper::upgrade::OnUpgrade,
-    mut x: Exchange,
+    mut x: Box<Exchange>,
 ) -> Response<GatewayBody> {
     x.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
     let open = x.metrics.upgrades_open();

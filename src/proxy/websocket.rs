@@ -77,7 +77,7 @@ fn key() -> HeaderValue {
 pub fn over_h2(
     switched: Response<GatewayBody>,
     backend: OnUpgrade,
-    mut x: Exchange,
+    mut x: Box<Exchange>,
     client: OnUpgrade,
     idle_timeout: Duration,
 ) -> Response<GatewayBody> {

@@ -70,7 +70,7 @@ impl Service for HttpsRedirect {
         // The body is never read: hyper drains or closes as needed.
         let (mut parts, _body) = req.into_parts();
         let request_id = request_id::assign(&mut parts.headers);
-        let mut x = Exchange::new(
+        let mut x = Box::new(Exchange::new(
             started,
             request_id.clone(),
             parts.method.clone(),
@@ -79,7 +79,7 @@ impl Service for HttpsRedirect {
             conn.peer.ip(),
             parts.version,
             parts.headers.get(header::USER_AGENT).cloned(),
-        );
+        ));
         let mut resp = Response::new(GatewayBody::empty());
         *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
         let h = resp.headers_mut();
