@@ -49,9 +49,7 @@ impl AccessRecord<'_> {
     /// Appends the JSON line, newline included, to `out`.
     pub fn write_line(&self, out: &mut String) {
         out.push('{');
-        out.push_str("\"ts\":\"");
-        logging::push_now_rfc3339(out);
-        out.push('"');
+        logging::push_ts_field(out);
         json::push_field(out, "level", "info");
         json::push_field(out, "msg", "request");
         json::push_field(out, "request_id", self.request_id);

@@ -148,9 +148,11 @@ pub fn dropped_lines() -> u64 {
         .map_or(0, |s| s.inner.dropped.load(Ordering::Relaxed))
 }
 
-/// Current time as RFC 3339 UTC with milliseconds: `2026-11-25T17:05:09.123Z`.
-pub fn now_rfc3339() -> humantime::Rfc3339Timestamp {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now())
+/// `"ts":"…"`, the first field of every log line (no comma before it).
+pub fn push_ts_field(out: &mut String) {
+    out.push_str("\"ts\":\"");
+    push_now_rfc3339(out);
+    out.push('"');
 }
 
 thread_local! {
@@ -161,7 +163,8 @@ thread_local! {
         const { std::cell::RefCell::new((u128::MAX, String::new())) };
 }
 
-/// Appends [`now_rfc3339`]'s text to `out`, formatting it at most once per
+/// Appends the current time as RFC 3339 UTC with milliseconds
+/// (`2026-11-25T17:05:09.123Z`) to `out`, formatting it at most once per
 /// millisecond per thread.
 pub fn push_now_rfc3339(out: &mut String) {
     use std::fmt::Write;
@@ -242,7 +245,7 @@ where
         let meta = event.metadata();
         let mut line = String::with_capacity(256);
         line.push('{');
-        json::push_field(&mut line, "ts", &now_rfc3339().to_string());
+        push_ts_field(&mut line);
         json::push_field(&mut line, "level", level_name(*meta.level()));
         let mut visitor = FieldVisitor {
             msg: String::new(),

@@ -12,15 +12,21 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, never the message.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+}
+
+/// Standard names compare as enum tags; the two others by their bytes.
 fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
-    // Standard names compare as enum tags; the two others by their bytes.
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    fixed_hop_by_hop().into_iter().any(|h| h == name)
 }
 
 /// Removes the fixed hop-by-hop headers and every header that `Connection`
@@ -51,15 +57,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// [`strip_hop_by_hop`] by one lookup per fixed name.
 fn strip_each(headers: &mut HeaderMap) {
     remove_connection_named(headers);
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for name in fixed_hop_by_hop() {
         headers.remove(name);
     }
 }

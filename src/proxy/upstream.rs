@@ -603,10 +603,7 @@ async fn forget_closed(slot: &H2Slot) {
 async fn dial(
     connector: &HttpsConnector<HttpConnector<Dns>>,
     backend: &Backend,
-) -> Result<
-    hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>,
-    UpstreamError,
-> {
+) -> Result<UpstreamIo, UpstreamError> {
     let origin = Uri::from_parts({
         let mut u = http::uri::Parts::default();
         u.scheme = Some(backend.scheme.clone());
