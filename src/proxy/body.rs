@@ -198,8 +198,47 @@ fn linger(mut rest: Incoming) {
     });
 }
 
+/// A backend's response body: read by Portico's own HTTP/1.1 client, or
+/// by hyper's (HTTP/2 backends, and upgrades).
+pub enum UpstreamBody {
+    H1(super::h1::ResponseBody),
+    Hyper(Incoming),
+}
+
+/// Errors of either upstream body.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Full(Option<Bytes>),
 }
 
@@ -229,7 +268,7 @@ impl GatewayBody {
     }
 
     /// The upstream's body, streamed through.
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: UpstreamBody) -> Self {
         GatewayBody {
             inner: Inner::Upstream(body),
             exchange: None,
@@ -251,7 +290,7 @@ impl GatewayBody {
 
 impl Body for GatewayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod error;
 pub mod exchange;
 pub mod grpc;
+pub mod h1;
 pub mod headers;
 pub mod limits;
 pub mod request_id;
@@ -37,7 +38,7 @@ use crate::routing::table::Route;
 use crate::routing::{path, reserved};
 use crate::server::{ConnInfo, Service};
 
-use body::{GatewayBody, RequestBody};
+use body::{GatewayBody, RequestBody, UpstreamBody};
 use endpoints::{Endpoint, Outcome};
 pub use error::ProxyError;
 use exchange::Exchange;
@@ -231,7 +232,7 @@ impl Gateway {
         mut parts: http::request::Parts,
         body: Incoming,
         conn: &ConnInfo,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         // From here on only the normalized path is used, and it is what the
         // backend receives. A request refused before it has one is logged
         // with its raw path, capped.
@@ -452,7 +453,7 @@ impl Gateway {
         mut req: Outgoing,
         replay: Option<Box<Replay>>,
         last: &mut Option<Arc<Endpoint>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let up = &route.upstream;
         let eps = &up.endpoints;
         // One version of the endpoints for all of this request's tries.
@@ -597,7 +598,7 @@ impl Gateway {
 /// `Upgrade` and `Connection: upgrade`.
 fn switch_protocols(
     x: &mut Exchange,
-    mut upstream: Response<Incoming>,
+    mut upstream: Response<UpstreamBody>,
     request_id: &HeaderValue,
 ) -> Result<(Response<GatewayBody>, hyper::upgrade::OnUpgrade), ProxyError> {
     let protocol = upstream.headers().get(header::UPGRADE).cloned();
@@ -757,7 +758,7 @@ fn misdirected(names: &crate::tls::CertNames, host: Option<&str>) -> bool {
     host.is_some_and(|h| !crate::routing::host::is_ip_literal(h) && !names.covers(h))
 }
 
-fn content_length(h: &http::HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(h: &http::HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 

@@ -12,7 +12,6 @@ use std::time::Duration;
 use http::Uri;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
@@ -25,8 +24,9 @@ use tokio::time::Instant;
 use crate::config::BackendUrl;
 use crate::observability::metrics::UpstreamErrorKind;
 
-use super::body::{BodyFailure, RequestBody, RequestBodyError};
+use super::body::{BodyFailure, RequestBody, RequestBodyError, UpstreamBody};
 use super::endpoints::Endpoints;
+use super::h1::{self, Conn};
 use super::retry::RetryBudget;
 
 const POOL_MAX_IDLE_PER_HOST: usize = 1024;
@@ -118,26 +118,25 @@ pub enum UpstreamSetupError {
 /// A pooled HTTP/1.1 client for `http://` and `https://` backends. Cheap to
 /// clone: clones share one pool.
 ///
-/// The pool is Portico's own, over `hyper::client::conn::http1`: a map from
-/// origin to idle senders under one short lock. A sender goes back to the
-/// pool as soon as its connection is ready for the next request.
+/// The pool is Portico's own: per worker, a map from origin to idle
+/// [`Conn`]s under a lock no other worker takes. Requests are written and
+/// answers read by [`h1`] in the request's own task; a connection goes back
+/// to the pool as soon as the last byte of its response has been read.
 #[derive(Clone)]
 pub struct UpstreamClient {
     pool: Arc<Pool>,
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<RequestBody>;
 type H2Sender = hyper::client::conn::http2::SendRequest<RequestBody>;
 /// One backend's HTTP/2 connection on one shard. An async lock, so that
 /// requests arriving while it is being opened wait for it instead of each
 /// opening their own.
 type H2Slot = Arc<tokio::sync::Mutex<Option<H2Sender>>>;
 
-/// `(https?, read-ahead, host:port)`: which connections can carry a
-/// request. The backend's label is its authority as text; hashing and
-/// comparing it is a fraction of what `Authority` costs (case-folded byte
-/// by byte).
-type PoolKey = (bool, ReadAhead, Arc<str>);
+/// `(https?, host:port)`: which connections can carry a request. The
+/// backend's label is its authority as text; hashing and comparing it is a
+/// fraction of what `Authority` costs (case-folded byte by byte).
+type PoolKey = (bool, Arc<str>);
 
 /// How long connections wait: to be opened, and idle in the pool.
 #[derive(Debug, Clone, Copy)]
@@ -175,42 +174,29 @@ struct Pool {
 }
 
 struct Idle {
-    sender: Sender,
-    /// When the connection was last seen busy: its response head, or a
-    /// sweep that found it still streaming the body.
+    conn: Box<Conn>,
+    /// When the connection went back to the pool.
     since: Instant,
 }
 
 impl Pool {
-    /// The most recently used ready connection for `key`. Senders go back
-    /// into the pool right after their response head, so the list also
-    /// holds connections still streaming a body: those are skipped, closed
-    /// and expired ones are dropped.
-    fn checkout(&self, key: &PoolKey) -> Option<Sender> {
+    /// The most recently used connection for `key` that is still open;
+    /// closed and expired ones are dropped on the way.
+    fn checkout(&self, key: &PoolKey) -> Option<Box<Conn>> {
         let mut idle = self.shard().lock();
         let list = idle.get_mut(key)?;
-        let mut i = list.len();
-        while i > 0 {
-            i -= 1;
-            let entry = &list[i];
-            if entry.sender.is_closed() {
-                list.swap_remove(i);
-            } else if entry.sender.is_ready() {
-                let entry = list.swap_remove(i);
-                if entry.since.elapsed() <= self.idle_timeout {
-                    return Some(entry.sender);
-                }
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() <= self.idle_timeout && entry.conn.is_usable() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    /// Drops closed connections and those idle past the timeout; dropping
-    /// the last sender of a connection makes its driver task close it. Keys
-    /// left without connections go too, so backends removed from the route
-    /// file leave nothing behind. A connection still streaming a body is
-    /// not idle: its clock restarts, so a download longer than the timeout
-    /// does not cost the connection the moment it ends.
+    /// Drops closed connections and those idle past the timeout. Keys left
+    /// without connections go too, so backends removed from the route file
+    /// leave nothing behind. A connection carrying a response is not in
+    /// the pool, so a download longer than the timeout never loses it.
     fn sweep(&self) {
         let now = Instant::now();
         for shard in self.idle.iter() {
@@ -220,16 +206,7 @@ impl Pool {
 
     fn sweep_shard(&self, idle: &mut PoolMap<Vec<Idle>>, now: Instant) {
         idle.retain(|_, list| {
-            list.retain_mut(|e| {
-                if e.sender.is_closed() {
-                    return false;
-                }
-                if !e.sender.is_ready() {
-                    e.since = now;
-                    return true;
-                }
-                now.duration_since(e.since) <= self.idle_timeout
-            });
+            list.retain(|e| now.duration_since(e.since) <= self.idle_timeout && e.conn.is_usable());
             !list.is_empty()
         });
     }
@@ -260,15 +237,29 @@ impl Pool {
         &self.idle[crate::server::worker::current() % SHARDS]
     }
 
-    fn put(&self, key: PoolKey, sender: Sender) {
+    fn put(&self, key: PoolKey, conn: Box<Conn>) {
         let mut idle = self.shard().lock();
         let list = idle.entry(key).or_default();
         if list.len() < POOL_MAX_IDLE_PER_HOST {
             list.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
+    }
+}
+
+/// Where a connection goes back to when its response has been read: its
+/// pool, under its key.
+pub struct Home {
+    pool: Arc<Pool>,
+    key: PoolKey,
+}
+
+impl Home {
+    /// Pools `conn` (on the current worker's shard) for the next request.
+    pub fn put(self, conn: Box<Conn>) {
+        self.pool.put(self.key, conn);
     }
 }
 
@@ -350,26 +341,27 @@ impl UpstreamClient {
         backend: &Backend,
         mut req: Outgoing,
         read_ahead: ReadAhead,
-    ) -> Result<Response<Incoming>, SendError> {
-        let key: PoolKey = pool_key(backend, read_ahead);
-        while let Some(mut sender) = self.pool.checkout(&key) {
-            match sender.try_send_request(*req).await {
-                Ok(resp) => {
-                    self.release(key, sender);
-                    return Ok(resp);
-                }
-                Err(mut e) => match e.take_message() {
-                    // Never written: the connection closed under us; the
-                    // request is intact, so try the next one.
-                    Some(back) => req = Box::new(back),
-                    None => return Err(SendError::sent(classify(e.into_error().into()))),
-                },
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let key: PoolKey = pool_key(backend);
+        let cap = match read_ahead {
+            ReadAhead::Full => h1::MAX_READ,
+            ReadAhead::Stream => STREAM_READ_AHEAD,
+        };
+        while let Some(conn) = self.pool.checkout(&key) {
+            match h1::send(conn, req, self.home(&key), cap).await {
+                Ok(resp) => return Ok(resp.map(UpstreamBody::H1)),
+                // Not written: the connection had closed under us; the
+                // request is intact, so try the next one.
+                Err(h1::Failed {
+                    unsent: Some(back), ..
+                }) => req = back,
+                Err(failed) => return Err(SendError::sent(h1_error(failed.error))),
             }
         }
         // Boxed: connecting is the cold path, and its large state would
         // otherwise be part of every request future (moved per request).
-        let mut sender = match Box::pin(self.connect(backend, read_ahead)).await {
-            Ok(s) => s,
+        let conn = match Box::pin(dial(&self.pool.connector, backend)).await {
+            Ok(io) => Box::new(Conn::new(io)),
             Err(error) => {
                 return Err(SendError {
                     error,
@@ -377,18 +369,20 @@ impl UpstreamClient {
                 });
             }
         };
-        match sender.try_send_request(*req).await {
-            Ok(resp) => {
-                self.release(key, sender);
-                Ok(resp)
-            }
-            Err(mut e) => {
-                let unsent = e.take_message().map(Box::new);
-                Err(SendError {
-                    error: classify(e.into_error().into()),
-                    unsent,
-                })
-            }
+        match h1::send(conn, req, self.home(&key), cap).await {
+            Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
+            Err(failed) => Err(SendError {
+                error: h1_error(failed.error),
+                unsent: failed.unsent,
+            }),
+        }
+    }
+
+    /// Where `key`'s connections go back to after their response.
+    fn home(&self, key: &PoolKey) -> Home {
+        Home {
+            pool: self.pool.clone(),
+            key: key.clone(),
         }
     }
 
@@ -401,7 +395,7 @@ impl UpstreamClient {
         &self,
         backend: &Backend,
         req: Outgoing,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let (mut parts, mut body) = req.into_parts();
         let limit = body.limit();
         let failure = Arc::new(BodyFailure::default());
@@ -431,7 +425,7 @@ impl UpstreamClient {
         parts.version = http::Version::HTTP_2;
         let req = Request::from_parts(parts, body);
         // HTTP/2 to the backend: its flow control bounds what is read ahead.
-        let key: PoolKey = pool_key(backend, ReadAhead::Full);
+        let key: PoolKey = pool_key(backend);
         let slot: H2Slot = self.pool.h2[crate::server::worker::current() % SHARDS]
             .lock()
             .entry(key)
@@ -464,7 +458,7 @@ impl UpstreamClient {
             });
         }
         match sender.try_send_request(req).await {
-            Ok(resp) => Ok(resp),
+            Ok(resp) => Ok(resp.map(UpstreamBody::Hyper)),
             Err(mut e) => {
                 let unsent = e.take_message().map(Box::new);
                 forget_closed(&slot).await;
@@ -501,91 +495,59 @@ impl UpstreamClient {
     }
 
     /// Sends an upgrade request (WebSocket) on a connection of its own,
-    /// never pooled: after a `101` it belongs to the upgraded stream
-    /// (`hyper::upgrade::on` on the response).
+    /// never pooled, through hyper's client: after a `101` the connection
+    /// belongs to the upgraded stream (`hyper::upgrade::on` on the
+    /// response).
     pub async fn upgrade(
         &self,
         backend: &Backend,
         req: Outgoing,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = Box::pin(self.open(backend, true, ReadAhead::Full)).await?;
-        sender
-            .send_request(*req)
-            .await
-            .map_err(|e| classify(e.into()))
-    }
-
-    /// A new pooled-style connection to `backend`, its driver task spawned.
-    async fn connect(
-        &self,
-        backend: &Backend,
-        read_ahead: ReadAhead,
-    ) -> Result<Sender, UpstreamError> {
-        self.open(backend, false, read_ahead).await
-    }
-
-    /// A new connection to `backend`, its driver task spawned (`upgrades`:
-    /// able to hand its socket over after a `101`).
-    async fn open(
-        &self,
-        backend: &Backend,
-        upgrades: bool,
-        read_ahead: ReadAhead,
-    ) -> Result<Sender, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let io = dial(&self.pool.connector, backend).await?;
-        let mut builder = hyper::client::conn::http1::Builder::new();
-        if read_ahead == ReadAhead::Stream {
-            builder.max_buf_size(STREAM_READ_AHEAD);
-        }
-        let (sender, conn) = builder
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await
             .map_err(|e| classify(e.into()))?;
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-            });
-        }
-        Ok(sender)
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        sender
+            .send_request(*req)
+            .await
+            .map(|resp| resp.map(UpstreamBody::Hyper))
+            .map_err(|e| classify(e.into()))
     }
 
     /// Closes the idle pooled connections to `backend` (it left the route).
     pub fn forget(&self, backend: &Backend) {
-        let keys = [ReadAhead::Full, ReadAhead::Stream].map(|r| pool_key(backend, r));
+        let key = pool_key(backend);
         for shard in self.pool.idle.iter() {
-            let mut shard = shard.lock();
-            for key in &keys {
-                shard.remove(key);
-            }
+            shard.lock().remove(&key);
         }
         if backend.h2 {
             for shard in self.pool.h2.iter() {
-                shard.lock().remove(&keys[0]);
+                shard.lock().remove(&key);
             }
         }
     }
-
-    /// Returns the sender to the pool; it becomes eligible again once its
-    /// connection has finished this response (see [`Pool::checkout`]).
-    fn release(&self, key: PoolKey, sender: Sender) {
-        self.pool.put(key, sender);
-    }
 }
 
-fn pool_key(backend: &Backend, read_ahead: ReadAhead) -> PoolKey {
-    (
-        backend.scheme == Scheme::HTTPS,
-        read_ahead,
-        backend.label.clone(),
-    )
+fn pool_key(backend: &Backend) -> PoolKey {
+    (backend.scheme == Scheme::HTTPS, backend.label.clone())
+}
+
+/// An HTTP/1.1 exchange's failure as an upstream error: what the backend
+/// sent wrong is a protocol error; the rest is classified by its cause.
+fn h1_error(error: h1::H1Error) -> UpstreamError {
+    if error.is_protocol() {
+        return UpstreamError::Failed {
+            kind: UpstreamErrorKind::Protocol,
+            source: error.into(),
+        };
+    }
+    classify(error.into())
 }
 
 /// Empties an HTTP/2 slot whose connection has closed. Only a closed one:

@@ -23,5 +23,6 @@ mod shutdown;
 mod streaming;
 mod tls;
 mod tonic_grpc;
+mod upstream_http1;
 mod websocket;
 mod workers;
