@@ -54,8 +54,8 @@ impl AccessRecord<'_> {
         json::push_field(out, "msg", "request");
         json::push_field(out, "request_id", self.request_id);
         if !self.trace_id.is_empty() {
-            json::push_display(out, "trace_id", self.trace_id);
-            json::push_display(out, "span_id", self.span_id);
+            json::push_field(out, "trace_id", self.trace_id);
+            json::push_field(out, "span_id", self.span_id);
         }
         json::push_field(out, "method", self.method);
         json::push_field(out, "path", self.path);

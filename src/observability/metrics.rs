@@ -358,7 +358,7 @@ impl Metrics {
                 route: route.to_owned(),
                 canary,
                 requests: self.requests.clone(),
-                by_method_status: RwLock::new(HashMap::new()),
+                by_method_status: RwLock::new(HashMap::default()),
                 duration: self.duration.with_label_values(&[host, route, canary]),
                 upstream_errors: UpstreamErrorKind::ALL.map(|k| {
                     self.upstream_errors
@@ -409,7 +409,9 @@ struct RouteMetricsInner {
     requests: IntCounterVec,
     /// `(method index, status)` → counter: the status is only known per
     /// response, so counters are resolved on first use and then reused.
-    by_method_status: RwLock<HashMap<(usize, u16), IntCounter>>,
+    /// Read once per request: foldhash, not SipHash (the key is ours, not
+    /// the client's).
+    by_method_status: RwLock<HashMap<(usize, u16), IntCounter, foldhash::fast::RandomState>>,
     duration: Histogram,
     upstream_errors: [IntCounter; UpstreamErrorKind::ALL.len()],
     retries: IntCounterVec,
