@@ -56,23 +56,24 @@ pub enum UpstreamError {
 
 /// How far an upstream HTTP/1.1 connection reads ahead of its client.
 ///
-/// hyper's read buffer starts at 8 KiB and doubles while reads fill it, to
-/// about 400 KiB. One HTTP/1.1 client has one response in flight per
-/// connection, so that is what one connection can make Portico hold, and
-/// large reads are what make large downloads cheap. An HTTP/2 client has up
-/// to 256 streams on one connection: each stream's backend connection then
-/// reads at most [`STREAM_READ_AHEAD`], so that a client that stops reading
-/// makes Portico hold about 16 MiB per connection (a read buffer, a chunk
-/// on its way and the stream's send buffer each), not 40.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A response body is read when the client's side asks for more, each read
+/// starting at 8 KiB and doubling while reads come back full. One HTTP/1.1
+/// client has one response in flight per connection, so its reads may grow
+/// to [`h1::MAX_READ`]: large reads are what make large downloads cheap. An
+/// HTTP/2 client has up to 256 streams on one connection: each stream's
+/// backend connection then reads at most [`STREAM_READ_AHEAD`], so that a
+/// client that stops reading makes Portico hold about 16 MiB per
+/// connection (a read, a chunk on its way and the stream's send buffer
+/// each), not 40.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadAhead {
-    /// hyper's adaptive buffer (HTTP/1.x clients).
+    /// Reads growing to [`h1::MAX_READ`] (HTTP/1.x clients).
     Full,
     /// At most [`STREAM_READ_AHEAD`] (streams of an HTTP/2 client).
     Stream,
 }
 
-/// The read-ahead of [`ReadAhead::Stream`] (hyper's smallest is 8 KiB).
+/// The read size of [`ReadAhead::Stream`].
 pub const STREAM_READ_AHEAD: usize = 8 * 1024;
 
 /// The transport of an upstream HTTP/1.1 connection (TCP, or TLS over it).
