@@ -259,9 +259,11 @@ pub async fn send(
     encode_head(&req, &mut conn.write);
     let mut at = 0;
     if let Err(e) = std::future::poll_fn(|cx| conn.poll_write_head(cx, &mut at)).await {
+        // Whole only if no byte of it was taken: bytes a socket (or TLS)
+        // accepted may still reach the backend.
         return Err(Failed {
             error: e.into(),
-            unsent: Some(req),
+            unsent: (at == 0).then_some(req),
         });
     }
     let head_only = req.method() == Method::HEAD;
