@@ -36,6 +36,11 @@ use super::upstream::{Home, UpstreamIo};
 /// Response heads larger than this are refused (502): nginx's default is
 /// 4–8 KiB, hyper's about 400 KiB.
 pub const MAX_HEAD: usize = 64 * 1024;
+/// Response heads are parsed on every read up to this size (so that a
+/// backend that is not HTTP fails at once), and beyond it only once their
+/// end has arrived (so that a head trickling in is not parsed again and
+/// again).
+const EAGER_PARSE: usize = 1024;
 /// Header fields per response head (hyper's default).
 const MAX_HEADERS: usize = 100;
 /// A chunk-size line (size and extensions) longer than this is refused.
@@ -267,9 +272,12 @@ pub async fn send(
         });
     }
     let head_only = req.method() == Method::HEAD;
-    let mut want = FIRST_READ;
+    let mut reading = Reading {
+        want: FIRST_READ,
+        scanned: 0,
+    };
     let head = if framing == RequestFraming::None {
-        std::future::poll_fn(|cx| poll_head(&mut conn, cx, &mut want)).await
+        std::future::poll_fn(|cx| poll_head(&mut conn, cx, &mut reading)).await
     } else {
         let mut body = std::mem::replace(req.body_mut(), RequestBody::empty());
         drop(req);
@@ -278,7 +286,7 @@ pub async fn send(
         // answer (and stop reading) before it has the whole body.
         std::future::poll_fn(|cx| {
             loop {
-                if let Poll::Ready(head) = poll_head(&mut conn, cx, &mut want) {
+                if let Poll::Ready(head) = poll_head(&mut conn, cx, &mut reading) {
                     return Poll::Ready(head);
                 }
                 if writer.done {
@@ -301,7 +309,7 @@ pub async fn send(
         error,
         unsent: None,
     })?;
-    Ok(head.into_response(conn, home, head_only, want.min(cap), cap))
+    Ok(head.into_response(conn, home, head_only, reading.want.min(cap), cap))
 }
 
 /// Decides the request body's framing as hyper's client does, adding the
@@ -482,25 +490,43 @@ struct Head {
     reuse: bool,
 }
 
+/// Where reading a response head stands.
+struct Reading {
+    /// The size of the next read.
+    want: usize,
+    /// How far the buffer has been searched for the head's end, so that a
+    /// head arriving a few bytes at a time is scanned once, not once per
+    /// read.
+    scanned: usize,
+}
+
 /// Reads until a final response head is complete; interim (1xx) answers
 /// other than `101` are read past.
 fn poll_head(
     conn: &mut Conn,
     cx: &mut Context<'_>,
-    want: &mut usize,
+    reading: &mut Reading,
 ) -> Poll<Result<Head, H1Error>> {
     loop {
-        if !conn.read.is_empty() {
-            match parse_head(&mut conn.read)? {
-                Some(head) if head.status.is_informational() && head.status != 101 => continue,
-                Some(head) => return Poll::Ready(Ok(head)),
-                None if conn.read.len() >= MAX_HEAD => {
-                    return Poll::Ready(Err(H1Error::HeadTooLarge));
-                }
-                None => {}
+        // Parsed on every read while the head is short, so that what is not
+        // HTTP at all (an SSH banner) fails at once; past that only once
+        // its end is in.
+        let worth_parsing = if conn.read.len() <= EAGER_PARSE {
+            !conn.read.is_empty()
+        } else {
+            head_complete(&conn.read, &mut reading.scanned)
+        };
+        if worth_parsing && let Some(head) = parse_head(&mut conn.read)? {
+            reading.scanned = 0;
+            if head.status.is_informational() && head.status != 101 {
+                continue;
             }
+            return Poll::Ready(Ok(head));
         }
-        let n = ready!(conn.poll_fill(cx, want, FIRST_READ))?;
+        if conn.read.len() >= MAX_HEAD {
+            return Poll::Ready(Err(H1Error::HeadTooLarge));
+        }
+        let n = ready!(conn.poll_fill(cx, &mut reading.want, FIRST_READ))?;
         if n == 0 {
             return Poll::Ready(Err(if conn.read.is_empty() {
                 H1Error::ClosedBeforeResponse
@@ -509,6 +535,22 @@ fn poll_head(
             }));
         }
     }
+}
+
+/// Whether `buf` holds an empty line (the end of a head; httparse takes a
+/// bare LF for CRLF), searching from where the last search stopped.
+fn head_complete(buf: &[u8], scanned: &mut usize) -> bool {
+    let mut i = scanned.saturating_sub(2);
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let at = i + off;
+        match buf.get(at + 1) {
+            Some(b'\n') => return true,
+            Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return true,
+            _ => i = at + 1,
+        }
+    }
+    *scanned = buf.len();
+    false
 }
 
 /// Parses one response head off the front of `buf`: `None` while it is
@@ -1021,6 +1063,19 @@ mod tests {
         let mut buf = BytesMut::from(text);
         assert!(parse_head(&mut buf).unwrap().is_none());
         assert_eq!(buf.len(), text.len(), "nothing consumed");
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let text = b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n";
+        for split in 1..text.len() {
+            let mut scanned = 0;
+            assert!(!head_complete(&text[..split], &mut scanned), "{split}");
+            assert!(head_complete(text, &mut scanned), "{split}");
+        }
+        let mut scanned = 0;
+        assert!(head_complete(b"HTTP/1.1 200 OK\nA: b\n\n", &mut scanned));
+        assert!(!head_complete(b"HTTP/1.1 200 OK\r\nA: b\r\n", &mut 0));
     }
 
     #[test]

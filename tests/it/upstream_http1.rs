@@ -519,3 +519,59 @@ async fn a_malformed_chunked_body_cuts_the_response_off() {
         gw.shutdown().await;
     }
 }
+
+/// A backend that writes its answer `step` bytes at a time.
+async fn trickling(answer: &'static [u8], step: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                if read_until(&mut s, &mut buf, b"\r\n\r\n").await.is_none() {
+                    return;
+                }
+                for piece in answer.chunks(step) {
+                    if s.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_head_arriving_a_few_bytes_at_a_time_is_read_whole() {
+    // Longer than the part of a head that is parsed on every read.
+    let long = "a".repeat(1500);
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Long: {long}\r\n\
+         Content-Length: 5\r\n\r\nslow!"
+    );
+    let addr = trickling(Box::leak(answer.into_bytes().into_boxed_slice()), 7).await;
+    let gw = TestGateway::start(&format!("routes:\n{}", route("/s", addr))).await;
+    let r = get(gw.addr, "/s").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "slow!"));
+    assert_eq!(r.header("x-long"), Some(long.as_str()));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_backend_that_is_not_http_is_refused_for_what_it_sent_not_timed_out() {
+    // An SSH server's banner: one line, then it waits for the client.
+    let addr = trickling(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", 64).await;
+    let gw = TestGateway::start(&format!(
+        "routes:\n{}    timeout: 30s\n",
+        route("/ssh", addr)
+    ))
+    .await;
+    // A 502 for what it sent, not the 504 of waiting for the rest.
+    let r = get(gw.addr, "/ssh").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(protocol_errors(&gw, "/ssh"), 1);
+    gw.shutdown().await;
+}
