@@ -720,8 +720,9 @@ enum Chunked {
     Data(u64),
     /// Expecting the CRLF after a chunk's data.
     DataEnd,
-    /// After the last chunk: the trailer section.
-    Trailers,
+    /// After the last chunk: the trailer section, searched for its end
+    /// this far.
+    Trailers(usize),
 }
 
 /// A response body read straight off the upstream connection.
@@ -784,7 +785,7 @@ impl ResponseBody {
                 let size = parse_chunk_size(&buf[..end])?;
                 buf.advance(end + 2);
                 self.framing = Framing::Chunked(if size == 0 {
-                    Chunked::Trailers
+                    Chunked::Trailers(0)
                 } else {
                     Chunked::Data(size)
                 });
@@ -814,11 +815,19 @@ impl ResponseBody {
                 self.framing = Framing::Chunked(Chunked::Size);
                 Ok(Step::Next)
             }
-            Chunked::Trailers => {
+            Chunked::Trailers(mut scanned) => {
                 if buf.starts_with(b"\r\n") {
                     buf.advance(2);
                     self.framing = Framing::Done;
                     return Ok(Step::Next);
+                }
+                // As for a head: a long section is parsed once its end is in.
+                if buf.len() > EAGER_PARSE && !head_complete(buf, &mut scanned) {
+                    if buf.len() > MAX_TRAILERS {
+                        return Err(H1Error::Chunked("trailer section too large"));
+                    }
+                    self.framing = Framing::Chunked(Chunked::Trailers(scanned));
+                    return Ok(Step::More);
                 }
                 let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 match httparse::parse_headers(buf, &mut fields) {

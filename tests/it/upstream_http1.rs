@@ -575,3 +575,17 @@ async fn a_backend_that_is_not_http_is_refused_for_what_it_sent_not_timed_out() 
     assert_eq!(protocol_errors(&gw, "/ssh"), 1);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_long_trailer_section_arriving_a_few_bytes_at_a_time_ends_the_body() {
+    let long = "t".repeat(1500);
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+         4\r\nbody\r\n0\r\nx-trailer: {long}\r\n\r\n"
+    );
+    let addr = trickling(Box::leak(answer.into_bytes().into_boxed_slice()), 7).await;
+    let gw = TestGateway::start(&format!("routes:\n{}", route("/t", addr))).await;
+    let r = get(gw.addr, "/t").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "body"));
+    gw.shutdown().await;
+}
