@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::BoxError;
 use super::exchange::Exchange;
 
 /// Why the request body stopped.
@@ -205,12 +206,9 @@ pub enum UpstreamBody {
     Hyper(Incoming),
 }
 
-/// Errors of either upstream body.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
-
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -290,7 +288,7 @@ impl GatewayBody {
 
 impl Body for GatewayBody {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

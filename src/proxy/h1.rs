@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::body::{RequestBody, RequestBodyError};
+use super::headers::list_items;
 use super::upstream::{Home, UpstreamIo};
 
 /// Response heads larger than this are refused (502): nginx's default is
@@ -61,6 +62,10 @@ const KEEP_BUFFER: usize = 16 * 1024;
 pub enum H1Error {
     #[error("upstream connection failed")]
     Io(#[from] io::Error),
+    /// The client's body failed on its way up (over the limit, or cut off);
+    /// `upstream::classify` finds which in the source chain.
+    #[error("the request body failed")]
+    Body(#[source] RequestBodyError),
     #[error("the backend closed the connection before answering")]
     ClosedBeforeResponse,
     #[error("the backend closed the connection in the middle of its response head")]
@@ -351,13 +356,18 @@ fn encode_head(req: &Request<RequestBody>, out: &mut Vec<u8>) {
         None => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
+    push_fields(out, req.headers());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `name: value` lines, as in a head or a trailer section.
+fn push_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the request body in its framing, one frame at a time.
@@ -418,7 +428,7 @@ impl BodyWriter {
                     }
                 }
             },
-            Some(Err(e)) => return Poll::Ready(Err(body_error(e))),
+            Some(Err(e)) => return Poll::Ready(Err(H1Error::Body(e))),
             None => self.queue_end(None)?,
         }
         Poll::Ready(Ok(false))
@@ -459,11 +469,8 @@ impl BodyWriter {
             }),
             RequestFraming::Chunked => {
                 let mut end = b"0\r\n".to_vec();
-                for (name, value) in trailers.into_iter().flatten() {
-                    end.extend_from_slice(name.as_str().as_bytes());
-                    end.extend_from_slice(b": ");
-                    end.extend_from_slice(value.as_bytes());
-                    end.extend_from_slice(b"\r\n");
+                if let Some(trailers) = trailers {
+                    push_fields(&mut end, trailers);
                 }
                 end.extend_from_slice(b"\r\n");
                 self.queue.push_back(Bytes::from(end));
@@ -472,12 +479,6 @@ impl BodyWriter {
             _ => Ok(()),
         }
     }
-}
-
-/// A request body's failure as the exchange's: the body's own cause is
-/// found by `upstream::classify` in the source chain.
-fn body_error(e: RequestBodyError) -> H1Error {
-    H1Error::Io(io::Error::other(e))
 }
 
 /// A parsed response head and how its body is framed.
@@ -608,12 +609,10 @@ fn response_framing(
         // A 101 hands the connection to another protocol.
         return Ok((Framing::Length(0), reuse && status != 101));
     }
-    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if te.peek().is_some() {
-        let chunked = te
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let chunked = list_items(headers, &header::TRANSFER_ENCODING)
             .last()
-            .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
-            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            .is_some_and(|last| last.eq_ignore_ascii_case(b"chunked"));
         // With Content-Length beside it, the message may be read two ways
         // by whoever sits between: not reused (RFC 9112 §6.3).
         if headers.contains_key(header::CONTENT_LENGTH) {
@@ -635,18 +634,15 @@ fn response_framing(
 /// the same number.
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, H1Error> {
     let mut found = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|b| *b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                return Err(H1Error::Invalid("content-length"));
-            }
-            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
-                return Err(H1Error::Invalid("conflicting content-length"));
-            }
-            found = Some(n);
+    for item in list_items(headers, &header::CONTENT_LENGTH) {
+        if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+            return Err(H1Error::Invalid("content-length"));
         }
+        let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return Err(H1Error::Invalid("conflicting content-length"));
+        }
+        found = Some(n);
     }
     Ok(found)
 }
@@ -656,12 +652,9 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, H1Error> {
 fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
     let mut close = false;
     let mut keep = false;
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
+    for token in list_items(headers, &header::CONNECTION) {
+        close |= token.eq_ignore_ascii_case(b"close");
+        keep |= token.eq_ignore_ascii_case(b"keep-alive");
     }
     !close && (version == Version::HTTP_11 || keep)
 }

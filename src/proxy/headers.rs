@@ -62,6 +62,19 @@ fn strip_each(headers: &mut HeaderMap) {
     }
 }
 
+/// The items of a comma-separated header, over all its lines, trimmed
+/// (empty items included: some lists must refuse them).
+pub fn list_items<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
 /// Removes the headers every `Connection` line names.
 fn remove_connection_named(headers: &mut HeaderMap) {
     // Clones of the values are reference counts: the names they list can
@@ -92,13 +105,8 @@ pub fn upgrade_requested(parts: &http::request::Parts) -> Option<http::HeaderVal
     if parts.version != http::Version::HTTP_11 {
         return None;
     }
-    let asks = parts
-        .headers
-        .get_all(&header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let asks =
+        list_items(&parts.headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
     if !asks {
         return None;
     }

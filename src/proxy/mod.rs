@@ -47,6 +47,9 @@ use limits::InflightLimit;
 use retry::RetryReason;
 use upstream::{Outgoing, SendError, UpstreamError};
 
+/// An error of any kind, boxed: what bodies and upstream failures carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Whether the connection's TCP peer is inside one of `nets` (a
 /// v4-mapped IPv6 peer is read as its IPv4 address).
 /// The limits the request path enforces itself.

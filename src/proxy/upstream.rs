@@ -34,7 +34,7 @@ const POOL_MAX_IDLE_PER_HOST: usize = 1024;
 /// `limits.upstream_idle_timeout` by at most this much.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-type BoxError = Box<dyn StdError + Send + Sync>;
+use super::BoxError;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,16 @@ pub enum ReadAhead {
     Full,
     /// At most [`STREAM_READ_AHEAD`] (streams of an HTTP/2 client).
     Stream,
+}
+
+impl ReadAhead {
+    /// How large one read of a response body may be.
+    fn read_cap(self) -> usize {
+        match self {
+            ReadAhead::Full => h1::MAX_READ,
+            ReadAhead::Stream => STREAM_READ_AHEAD,
+        }
+    }
 }
 
 /// The read size of [`ReadAhead::Stream`].
@@ -344,10 +354,7 @@ impl UpstreamClient {
         read_ahead: ReadAhead,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let key: PoolKey = pool_key(backend);
-        let cap = match read_ahead {
-            ReadAhead::Full => h1::MAX_READ,
-            ReadAhead::Stream => STREAM_READ_AHEAD,
-        };
+        let cap = read_ahead.read_cap();
         while let Some(conn) = self.pool.checkout(&key) {
             match h1::send(conn, req, self.home(&key), cap).await {
                 Ok(resp) => return Ok(resp.map(UpstreamBody::H1)),
@@ -356,7 +363,7 @@ impl UpstreamClient {
                 Err(h1::Failed {
                     unsent: Some(back), ..
                 }) => req = back,
-                Err(failed) => return Err(SendError::sent(h1_error(failed.error))),
+                Err(failed) => return Err(SendError::sent(classify(failed.error.into()))),
             }
         }
         // Boxed: connecting is the cold path, and its large state would
@@ -373,7 +380,7 @@ impl UpstreamClient {
         match h1::send(conn, req, self.home(&key), cap).await {
             Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
             Err(failed) => Err(SendError {
-                error: h1_error(failed.error),
+                error: classify(failed.error.into()),
                 unsent: failed.unsent,
             }),
         }
@@ -539,18 +546,6 @@ fn pool_key(backend: &Backend) -> PoolKey {
     (backend.scheme == Scheme::HTTPS, backend.label.clone())
 }
 
-/// An HTTP/1.1 exchange's failure as an upstream error: what the backend
-/// sent wrong is a protocol error; the rest is classified by its cause.
-fn h1_error(error: h1::H1Error) -> UpstreamError {
-    if error.is_protocol() {
-        return UpstreamError::Failed {
-            kind: UpstreamErrorKind::Protocol,
-            source: error.into(),
-        };
-    }
-    classify(error.into())
-}
-
 /// Empties an HTTP/2 slot whose connection has closed. Only a closed one:
 /// another request may have put a fresh connection there meanwhile, and
 /// dropping that would open a second one for nothing.
@@ -611,9 +606,13 @@ fn classify(err: BoxError) -> UpstreamError {
             kind = UpstreamErrorKind::Tls;
             break;
         }
-        if let Some(h) = e.downcast_ref::<hyper::Error>()
-            && h.is_parse()
-        {
+        // What the backend sent was not valid HTTP (either client's view).
+        let bad_http = e
+            .downcast_ref::<h1::H1Error>()
+            .is_some_and(h1::H1Error::is_protocol)
+            || e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_parse);
+        if bad_http {
             kind = UpstreamErrorKind::Protocol;
             break;
         }

@@ -215,6 +215,22 @@ async fn chunked_answers_with_extensions_and_trailers_arrive_whole_on_one_connec
         assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "hello world"));
     }
     assert_eq!(backend.connections(), 1, "the connection was reused");
+    // The trailer section goes on as trailers: an HTTP/2 client gets them.
+    let resp = client::h2c()
+        .request(
+            Request::get(format!("http://{}/c/x", gw.addr))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers passed on");
+    assert_eq!(
+        trailers.get("x-checksum").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert_eq!(&collected.to_bytes()[..], b"hello world");
     gw.shutdown().await;
 }
 
