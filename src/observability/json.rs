@@ -94,16 +94,6 @@ pub fn push_field(out: &mut String, key: &str, value: &str) {
     push_str(out, value);
 }
 
-/// Appends `"key":"value"` for a value whose `Display` output needs no
-/// escaping (timestamps, IP addresses, hex ids): formatted straight into `out`.
-pub fn push_display(out: &mut String, key: &str, value: impl std::fmt::Display) {
-    use std::fmt::Write;
-    push_key(out, key);
-    out.push('"');
-    let _ = write!(out, "{value}");
-    out.push('"');
-}
-
 /// Appends `"key":number`.
 pub fn push_number(out: &mut String, key: &str, value: impl itoa_like::Number) {
     push_key(out, key);
