@@ -110,6 +110,25 @@ impl Exchange {
         }
     }
 
+    /// Makes the exchange's own copies of the request header values it
+    /// keeps for the log line. Those values are slices of the buffer the
+    /// connection read the request into (16 KiB for HTTP/1.1): an exchange
+    /// that lives on with an upgraded connection would otherwise keep that
+    /// whole buffer for as long as the WebSocket stays open.
+    pub fn outlive_request(&mut self) {
+        for value in [
+            Some(&mut self.request_id),
+            self.host.as_mut(),
+            self.user_agent.as_mut(),
+            self.set_cookie.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *value = own_copy(value);
+        }
+    }
+
     /// Logs and counts the request. Idempotent.
     pub fn finish(&mut self, complete: bool) {
         if self.finished {
@@ -183,6 +202,14 @@ impl Drop for Exchange {
 }
 
 /// The path of an exchange that has none yet; shared, so not an allocation.
+/// `value` in an allocation of its own (a `HeaderValue` clone shares its
+/// bytes' buffer).
+fn own_copy(value: &HeaderValue) -> HeaderValue {
+    let mut own = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    own.set_sensitive(value.is_sensitive());
+    own
+}
+
 pub fn no_path() -> Arc<str> {
     static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
     EMPTY.clone()
@@ -210,5 +237,24 @@ pub fn version_str(v: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2",
         Version::HTTP_3 => "HTTP/3",
         _ => "HTTP",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_own_copy_shares_nothing_with_the_buffer_the_value_came_in() {
+        let buffer = bytes::Bytes::from(b"GET / HTTP/1.1\r\nUser-Agent: curl/8\r\n".repeat(400));
+        let at = buffer.len() / 2;
+        let mut shared = HeaderValue::from_maybe_shared(buffer.slice(at..at + 4)).unwrap();
+        shared.set_sensitive(true);
+        assert_eq!(shared.as_bytes().as_ptr(), buffer[at..].as_ptr(), "the test's premise");
+        let own = own_copy(&shared);
+        assert_eq!(own, shared);
+        assert!(own.is_sensitive());
+        let range = buffer.as_ptr_range();
+        assert!(!range.contains(&own.as_bytes().as_ptr()), "still inside the buffer");
     }
 }

@@ -641,6 +641,7 @@ fn upgrading(
     mut x: Box<Exchange>,
 ) -> Response<GatewayBody> {
     x.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+    x.outlive_request();
     let open = x.metrics.upgrades_open();
     open.inc();
     let done = Box::new(move |from_client: u64, to_client: u64| {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::server::Counted;
+use crate::server::{Counted, Pump};
 
 use super::body::GatewayBody;
 use super::exchange::Exchange;
@@ -92,6 +92,7 @@ pub fn over_h2(
             .insert(super::request_id::X_REQUEST_ID.clone(), id.clone());
     }
     x.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+    x.outlive_request();
     let open = x.metrics.upgrades_open();
     open.inc();
     tokio::spawn(async move {
@@ -121,18 +122,23 @@ async fn splice(
     let mut seen = (0, 0);
     let mut quiet_since = tokio::time::Instant::now();
     {
-        let copy = tokio::io::copy_bidirectional(&mut c, &mut b);
+        // Both ways through `Pump`s: no buffer is held while quiet.
+        let (mut up, mut down) = (Pump::default(), Pump::default());
+        let copy = std::future::poll_fn(|cx| {
+            let up = up.poll(cx, &mut c, &mut b);
+            let down = down.poll(cx, &mut b, &mut c);
+            if up.is_ready() && down.is_ready() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        });
         tokio::pin!(copy);
         let mut tick = tokio::time::interval(check);
         tick.tick().await;
         loop {
             tokio::select! {
-                r = &mut copy => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "WebSocket over HTTP/2 ended with an error");
-                    }
-                    break;
-                }
+                _ = &mut copy => break,
                 _ = tick.tick() => {
                     let now = (counts.read(), counts.written());
                     if now != seen {

@@ -27,9 +27,11 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 mod idle;
+mod splice;
 pub mod worker;
 
 pub use idle::Counted;
+pub use splice::Pump;
 
 use idle::{Rewind, Transport};
 
@@ -131,9 +133,6 @@ impl UpgradeSlot {
         self.0.lock().take()
     }
 }
-
-/// What a splice copies through, each way (see `Connection::splice`).
-const SPLICE_BUFFER: usize = 4096;
 
 /// The backend's side of an upgraded connection, whichever transport.
 trait SpliceIo: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -595,58 +594,53 @@ impl<S: Service> Connection<S> {
         drop(backend_early);
         let mut stop = self.stop.clone();
         let check = (self.upgrade_idle_timeout / 2).max(Duration::from_millis(25));
-        let (client_rx, mut client_tx) = tokio::io::split(&mut client);
-        let (backend_rx, mut backend_tx) = tokio::io::split(&mut backend);
-        {
-            // Each direction ends with a FIN to its reader; once one has
-            // ended, the other gets SPLICE_LINGER to finish (a close
-            // handshake's last frame), so a peer that never closes its
-            // half cannot hold the connection. Each copies through a
-            // 4 KiB buffer (nginx's page-sized proxy buffer): most
-            // upgraded connections are quiet WebSockets, and the buffers
-            // live as long as they do.
-            let mut client_rx = tokio::io::BufReader::with_capacity(SPLICE_BUFFER, client_rx);
-            let mut backend_rx = tokio::io::BufReader::with_capacity(SPLICE_BUFFER, backend_rx);
-            let up = async {
-                let _ = tokio::io::copy_buf(&mut client_rx, &mut backend_tx).await;
-                let _ = backend_tx.shutdown().await;
-            };
-            let down = async {
-                let _ = tokio::io::copy_buf(&mut backend_rx, &mut client_tx).await;
-                let _ = client_tx.shutdown().await;
-            };
-            tokio::pin!(up, down);
-            let (mut up_done, mut down_done) = (false, false);
-            let timer = tokio::time::sleep(check);
-            tokio::pin!(timer);
-            let mut linger: Option<Instant> = None;
-            loop {
-                tokio::select! {
-                    _ = &mut up, if !up_done => up_done = true,
-                    _ = &mut down, if !down_done => down_done = true,
-                    _ = wait_true(&mut stop) => break,
-                    _ = &mut timer => {
-                        if activity.idle_for() >= self.upgrade_idle_timeout {
-                            tracing::debug!(peer = %conn.peer, "closing idle upgraded connection");
-                            break;
-                        }
-                        if linger.is_some_and(|t| Instant::now() >= t) {
-                            break;
-                        }
-                        timer.as_mut().reset(Instant::now() + check);
+        // Each direction ends with a FIN to its reader; once one has ended,
+        // the other gets SPLICE_LINGER to finish (a close handshake's last
+        // frame), so a peer that never closes its half cannot hold the
+        // connection. Neither holds a buffer while quiet (see `splice`).
+        let (mut to_backend, mut to_client) = (splice::Pump::default(), splice::Pump::default());
+        let (mut up_done, mut down_done) = (false, false);
+        let timer = tokio::time::sleep(check);
+        tokio::pin!(timer);
+        let mut linger: Option<Instant> = None;
+        loop {
+            let ended = std::future::poll_fn(|cx| {
+                let mut ended = false;
+                if !up_done && to_backend.poll(cx, &mut client, &mut backend).is_ready() {
+                    (up_done, ended) = (true, true);
+                }
+                if !down_done && to_client.poll(cx, &mut backend, &mut client).is_ready() {
+                    (down_done, ended) = (true, true);
+                }
+                if ended {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            tokio::select! {
+                _ = ended => {}
+                _ = wait_true(&mut stop) => break,
+                _ = &mut timer => {
+                    if activity.idle_for() >= self.upgrade_idle_timeout {
+                        tracing::debug!(peer = %conn.peer, "closing idle upgraded connection");
+                        break;
                     }
-                }
-                if up_done && down_done {
-                    break;
-                }
-                if (up_done || down_done) && linger.is_none() {
-                    let until = Instant::now() + SPLICE_LINGER;
-                    linger = Some(until);
-                    timer.as_mut().reset(until.min(Instant::now() + check));
+                    if linger.is_some_and(|t| Instant::now() >= t) {
+                        break;
+                    }
+                    timer.as_mut().reset(Instant::now() + check);
                 }
             }
+            if up_done && down_done {
+                break;
+            }
+            if (up_done || down_done) && linger.is_none() {
+                let until = Instant::now() + SPLICE_LINGER;
+                linger = Some(until);
+                timer.as_mut().reset(until.min(Instant::now() + check));
+            }
         }
-        drop((client_tx, backend_tx));
         let counts = client.counts();
         up.finish(counts.read() + early_len, counts.written());
     }

@@ -179,7 +179,7 @@ async fn chunked_body_growing_past_the_limit_is_413() {
 }
 
 /// Resident memory of another process, in bytes.
-fn rss_of(pid: u32) -> u64 {
+pub fn rss_of(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status
         .lines()
