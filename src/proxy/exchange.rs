@@ -250,11 +250,18 @@ mod tests {
         let at = buffer.len() / 2;
         let mut shared = HeaderValue::from_maybe_shared(buffer.slice(at..at + 4)).unwrap();
         shared.set_sensitive(true);
-        assert_eq!(shared.as_bytes().as_ptr(), buffer[at..].as_ptr(), "the test's premise");
+        assert_eq!(
+            shared.as_bytes().as_ptr(),
+            buffer[at..].as_ptr(),
+            "the test's premise"
+        );
         let own = own_copy(&shared);
         assert_eq!(own, shared);
         assert!(own.is_sensitive());
         let range = buffer.as_ptr_range();
-        assert!(!range.contains(&own.as_bytes().as_ptr()), "still inside the buffer");
+        assert!(
+            !range.contains(&own.as_bytes().as_ptr()),
+            "still inside the buffer"
+        );
     }
 }

@@ -54,8 +54,14 @@ const FIRST_READ: usize = 8 * 1024;
 /// reads make large downloads cheap, and one response per connection
 /// bounds what it holds.
 pub const MAX_READ: usize = 256 * 1024;
-/// A pooled connection whose read buffer grew past this gives it back.
+/// A pooled connection whose request-head buffer grew past this gives it
+/// back.
 const KEEP_BUFFER: usize = 16 * 1024;
+/// Body bytes up to this many are copied out of the read buffer rather than
+/// split off it: a split shares the buffer with the frame until the client
+/// has been sent it, and the next read must then find a new buffer (grown
+/// to twice the size) while the old one lives on.
+const COPY_AT_MOST: usize = 4 * 1024;
 
 /// Why an exchange on an upstream connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,12 +186,14 @@ impl Conn {
         }
     }
 
-    /// Before the connection waits in a pool: a read buffer grown by a
-    /// large download is given back.
+    /// Before the connection waits in a pool: its read buffer (empty by
+    /// now) is given back, so that a pool of idle connections holds no
+    /// buffers; the next response gets a fresh one (8 KiB, from the
+    /// allocator's pool of such blocks). A request-head buffer grown by a
+    /// large head is given back too.
     pub fn park(&mut self) {
-        if self.read.capacity() > KEEP_BUFFER {
-            self.read = BytesMut::new();
-        }
+        debug_assert!(self.read.is_empty(), "parked with unread bytes");
+        self.read = BytesMut::new();
         if self.write.capacity() > KEEP_BUFFER {
             self.write = Vec::new();
         }
@@ -789,7 +797,7 @@ impl ResponseBody {
                     return Ok(Step::More);
                 }
                 let n = (buf.len() as u64).min(left) as usize;
-                let data = buf.split_to(n).freeze();
+                let data = take(buf, n);
                 self.framing = Framing::Chunked(if n as u64 == left {
                     Chunked::DataEnd
                 } else {
@@ -882,6 +890,18 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
     }))
 }
 
+/// The first `n` buffered body bytes, as a frame's data: copied when few
+/// (see [`COPY_AT_MOST`]), split off the buffer otherwise.
+fn take(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n <= COPY_AT_MOST {
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        data
+    } else {
+        buf.split_to(n).freeze()
+    }
+}
+
 impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = H1Error;
@@ -901,7 +921,7 @@ impl http_body::Body for ResponseBody {
                     let buf = &mut this.conn.as_mut().expect("a connection while reading").read;
                     if !buf.is_empty() {
                         let n = (buf.len() as u64).min(left) as usize;
-                        let data = buf.split_to(n).freeze();
+                        let data = take(buf, n);
                         this.framing = Framing::Length(left - n as u64);
                         if left == n as u64 {
                             this.release();
@@ -912,7 +932,8 @@ impl http_body::Body for ResponseBody {
                 Framing::Close => {
                     let buf = &mut this.conn.as_mut().expect("a connection while reading").read;
                     if !buf.is_empty() {
-                        let data = buf.split().freeze();
+                        let n = buf.len();
+                        let data = take(buf, n);
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
@@ -965,6 +986,43 @@ impl http_body::Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_body_is_copied_out_and_a_large_one_is_not() {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        buf.extend_from_slice(&[7u8; 40 * 1024]);
+        // The buffer's allocation, which stays alive throughout: nothing
+        // else can be allocated inside it.
+        let start = buf.as_ptr();
+        let range = start..start.wrapping_add(buf.capacity());
+        let small = take(&mut buf, 100);
+        assert_eq!(small.len(), 100);
+        assert!(
+            !range.contains(&small.as_ptr()),
+            "a small body shares the read buffer"
+        );
+        let large = take(&mut buf, 20 * 1024);
+        assert_eq!(large.len(), 20 * 1024);
+        assert!(range.contains(&large.as_ptr()), "a large body was copied");
+        assert_eq!(buf.len(), 40 * 1024 - 100 - 20 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_holds_no_read_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut conn = Conn::new(hyper_rustls::MaybeHttpsStream::Http(
+            hyper_util::rt::TokioIo::new(tcp),
+        ));
+        conn.read.reserve(FIRST_READ);
+        conn.write.reserve(KEEP_BUFFER * 2);
+        assert!(conn.read.capacity() >= FIRST_READ);
+        conn.park();
+        assert_eq!(conn.read.capacity(), 0);
+        assert_eq!(conn.write.capacity(), 0);
+    }
 
     fn head(text: &str) -> Result<Option<Head>, H1Error> {
         parse_head(&mut BytesMut::from(text))
