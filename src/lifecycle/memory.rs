@@ -1,11 +1,13 @@
 //! Giving freed memory back to the operating system.
 //!
 //! glibc's allocator keeps what a program frees for reuse: after 10,000
-//! idle connections are parked (their buffers freed) or closed, the
-//! process would otherwise keep its peak size for good. So when many
-//! connections have released memory since the last look, the control plane
-//! asks the allocator to return its free pages (`malloc_trim`), off the
-//! workers' hot path. Elsewhere (musl) this is a no-op.
+//! idle connections are parked (their buffers freed) or closed, or after a
+//! burst of traffic ends, the process would otherwise keep its peak size
+//! for good. So the control plane asks the allocator to return its free
+//! pages (`malloc_trim`), off the workers' hot path: when many connections
+//! have released memory since the last look, and once more when
+//! connections stopped closing after some did (a burst is over). Elsewhere
+//! (musl) this is a no-op.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,28 +46,53 @@ pub fn trim() -> bool {
     }
 }
 
-/// Trims every [`INTERVAL`] in which at least [`WORTH_TRIMMING`]
-/// connections released their buffers, until `stop` turns true.
+/// Trims, looking every [`INTERVAL`], whenever [`worth_trimming`] says so,
+/// until `stop` turns true.
 pub async fn trim_freed(mut stop: watch::Receiver<bool>) {
-    let mut seen = RELEASED.load(Ordering::Relaxed);
+    let mut trimmed_at = RELEASED.load(Ordering::Relaxed);
+    let mut seen = trimmed_at;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(INTERVAL) => {}
             _ = stop.wait_for(|v| *v) => return,
         }
         let now = RELEASED.load(Ordering::Relaxed);
-        if now - seen >= WORTH_TRIMMING {
-            let connections = now - seen;
-            seen = now;
+        if worth_trimming(now - trimmed_at, now - seen) {
+            let connections = now - trimmed_at;
+            trimmed_at = now;
             let released = trim();
             tracing::debug!(connections, released, "returned freed memory to the OS");
         }
+        seen = now;
     }
+}
+
+/// Whether to trim, given the releases since the last trim and those in
+/// the last interval: many of them, or some that have stopped coming (the
+/// connections of a burst have closed; trimming then costs the workers
+/// nothing, and the process does not keep the burst's size until the next
+/// one).
+fn worth_trimming(since_trim: u64, last_interval: u64) -> bool {
+    since_trim >= WORTH_TRIMMING || (since_trim > 0 && last_interval == 0)
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trims_after_many_releases_or_once_a_burst_is_over() {
+        // Nothing released: nothing to do.
+        assert!(!worth_trimming(0, 0));
+        // Releases still coming, not many yet: wait.
+        assert!(!worth_trimming(10, 10));
+        assert!(!worth_trimming(WORTH_TRIMMING - 1, 3));
+        // Many: trim even while they keep coming.
+        assert!(worth_trimming(WORTH_TRIMMING, 100));
+        // Some, and none in the last interval: the burst is over.
+        assert!(worth_trimming(1, 0));
+        assert!(worth_trimming(64, 0));
+    }
 
     #[test]
     fn trim_returns_freed_heap_pages() {
