@@ -499,19 +499,7 @@ async fn bulk_backend(down: Vec<u8>) -> (SocketAddr, tokio::sync::oneshot::Recei
             tx.write_all(&down).await.unwrap();
             tx
         });
-        let mut since_pause = 0;
-        loop {
-            let n = rx.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            up.extend_from_slice(&buf[..n]);
-            since_pause += n;
-            if since_pause >= 64 * 1024 {
-                since_pause = 0;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
+        read_slowly_to_end(&mut rx, &mut up).await;
         let mut tx = writer.await.unwrap();
         let _ = seen_tx.send(up);
         let _ = tx.shutdown().await;
@@ -536,23 +524,7 @@ where
         tx
     });
     let mut got = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    let mut since_pause = 0;
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(20), rx.read(&mut buf))
-            .await
-            .expect("bytes keep coming")
-            .unwrap();
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        since_pause += n;
-        if since_pause >= 64 * 1024 {
-            since_pause = 0;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
+    read_slowly_to_end(&mut rx, &mut got).await;
     let _tx = writer.await.unwrap();
     let end = got
         .windows(4)
@@ -565,6 +537,42 @@ where
         String::from_utf8_lossy(&got[..end])
     );
     got.split_off(end)
+}
+
+/// Reads `rx` to its end into `out`, pausing 1 ms every 64 KiB: a reader
+/// slower than the other side's writer.
+async fn read_slowly_to_end<R: tokio::io::AsyncRead + Unpin>(rx: &mut R, out: &mut Vec<u8>) {
+    let mut buf = vec![0u8; 8192];
+    let mut since_pause = 0;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), rx.read(&mut buf))
+            .await
+            .expect("bytes keep coming")
+            .unwrap();
+        if n == 0 {
+            return;
+        }
+        out.extend_from_slice(&buf[..n]);
+        since_pause += n;
+        if since_pause >= 64 * 1024 {
+            since_pause = 0;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Both streams arrived whole and in order.
+async fn assert_whole(
+    to_client: Vec<u8>,
+    down: &[u8],
+    seen: tokio::sync::oneshot::Receiver<Vec<u8>>,
+    up: &[u8],
+) {
+    assert_eq!(to_client.len(), down.len(), "bytes to the client");
+    assert!(to_client == down, "the stream to the client differs");
+    let backend_saw = seen.await.unwrap();
+    assert_eq!(backend_saw.len(), up.len(), "bytes to the backend");
+    assert!(backend_saw == up, "the stream to the backend differs");
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -601,11 +609,7 @@ async fn megabytes_both_ways_at_once_with_slow_readers_arrive_whole_over_tls() {
     .await
     .unwrap();
     let got = bulk_client(tls, up.clone()).await;
-    assert_eq!(got.len(), down.len(), "bytes to the client");
-    assert!(got == down, "the stream to the client differs");
-    let backend_saw = seen.await.unwrap();
-    assert_eq!(backend_saw.len(), up.len(), "bytes to the backend");
-    assert!(backend_saw == up, "the stream to the backend differs");
+    assert_whole(got, &down, seen, &up).await;
     gw.shutdown().await;
 }
 
@@ -619,11 +623,7 @@ async fn megabytes_both_ways_at_once_with_slow_readers_arrive_whole_in_cleartext
     .await;
     let c = TcpStream::connect(gw.addr).await.unwrap();
     let got = bulk_client(c, up.clone()).await;
-    assert_eq!(got.len(), down.len(), "bytes to the client");
-    assert!(got == down, "the stream to the client differs");
-    let backend_saw = seen.await.unwrap();
-    assert_eq!(backend_saw.len(), up.len(), "bytes to the backend");
-    assert!(backend_saw == up, "the stream to the backend differs");
+    assert_whole(got, &down, seen, &up).await;
     gw.shutdown().await;
 }
 
