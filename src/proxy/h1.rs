@@ -632,15 +632,16 @@ fn response_framing(
             (Framing::Close, false)
         });
     }
-    match content_length(headers)? {
+    match response_length(headers)? {
         Some(n) => Ok((Framing::Length(n), reuse)),
         None => Ok((Framing::Close, false)),
     }
 }
 
-/// `Content-Length`: every value (and every comma-separated item) must be
-/// the same number.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, H1Error> {
+/// A response's `Content-Length`: every value (and every comma-separated
+/// item) must be the same number. (A request's was checked by hyper's
+/// server side: `proxy::content_length` only reads it.)
+fn response_length(headers: &HeaderMap) -> Result<Option<u64>, H1Error> {
     let mut found = None;
     for item in list_items(headers, &header::CONTENT_LENGTH) {
         if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {

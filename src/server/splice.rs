@@ -231,8 +231,16 @@ mod tests {
         let (mut dst, mut dst_far) = tokio::io::duplex(1024);
         drop(src_far);
         pump_all(&mut src, &mut dst).await;
+        // Without the shutdown this read would wait for ever: bounded, so
+        // that the test fails instead of hanging.
         let mut rest = Vec::new();
-        dst_far.read_to_end(&mut rest).await.unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            dst_far.read_to_end(&mut rest),
+        )
+        .await
+        .expect("the writer was shut down")
+        .unwrap();
         assert!(rest.is_empty());
     }
 

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::support::backend::Backend;
 use crate::support::client::{self, get};
 use crate::support::gateway::TestGateway;
+use crate::support::wire::{read_more, read_until};
 
 /// What the scripted backend does with a request it has read.
 enum Act {
@@ -125,30 +126,6 @@ async fn serve(
                 return;
             }
             Act::AnswerEarly(_) => unreachable!(),
-        }
-    }
-}
-
-/// Reads until `buf` holds `marker`; the index just past it, or `None`
-/// when the peer closed first.
-async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, marker: &[u8]) -> Option<usize> {
-    loop {
-        if let Some(i) = buf.windows(marker.len()).position(|w| w == marker) {
-            return Some(i + marker.len());
-        }
-        if !read_more(s, buf).await {
-            return None;
-        }
-    }
-}
-
-async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    let mut chunk = [0u8; 16 * 1024];
-    match s.read(&mut chunk).await {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            true
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::client::{self, get};
 use crate::support::gateway::TestGateway;
+use crate::support::wire::{read_head, read_more};
 
 /// An echo server: every message comes back; `close-please` makes the
 /// server close the connection itself.
@@ -482,13 +483,9 @@ async fn bulk_backend(down: Vec<u8>) -> (SocketAddr, tokio::sync::oneshot::Recei
         let (s, _) = listener.accept().await.unwrap();
         let (mut rx, mut tx) = s.into_split();
         let mut got = Vec::new();
-        let mut buf = vec![0u8; 8192];
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = rx.read(&mut buf).await.unwrap();
-            assert!(n > 0, "client went away before its head");
-            got.extend_from_slice(&buf[..n]);
-        }
-        let start = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let start = read_head(&mut rx, &mut got)
+            .await
+            .expect("client went away before its head");
         let mut up = got.split_off(start);
         let writer = tokio::spawn(async move {
             tx.write_all(
@@ -636,21 +633,15 @@ async fn holding_backend() -> SocketAddr {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut got = Vec::new();
-                let mut buf = [0u8; 2048];
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut s, &mut got).await.is_none() {
+                    return;
                 }
                 let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\nConnection: upgrade\r\n\r\n";
                 if s.write_all(head).await.is_err() {
                     return;
                 }
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
+                while read_more(&mut s, &mut got).await {
+                    got.clear();
                 }
             });
         }
@@ -686,12 +677,9 @@ async fn quiet_upgraded_connections_hold_no_buffers_in_the_gateway() {
                 let mut c = TcpStream::connect(addr).await.unwrap();
                 c.write_all(request.as_bytes()).await.unwrap();
                 let mut got = Vec::new();
-                let mut buf = [0u8; 512];
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = c.read(&mut buf).await.unwrap();
-                    assert!(n > 0, "the gateway closed before its 101");
-                    got.extend_from_slice(&buf[..n]);
-                }
+                read_head(&mut c, &mut got)
+                    .await
+                    .expect("the gateway closed before its 101");
                 assert!(
                     got.starts_with(b"HTTP/1.1 101"),
                     "{:?}",

@@ -11,6 +11,7 @@ pub mod client;
 pub mod configmap;
 pub mod gateway;
 pub mod servlet;
+pub mod wire;
 
 /// The error `portico` reports for a route file it refuses (as
 /// `routes.yaml`); panics, naming `what`, when the file is accepted.
