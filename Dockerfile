@@ -9,8 +9,10 @@
 FROM docker.io/library/rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # Every target Cargo.toml names must exist for cargo to read it.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
+# The code layout build.rs gives the linker (README, "Code layout").
+COPY loadtest/hot-functions.txt ./loadtest/hot-functions.txt
 COPY benches ./benches
 COPY loadtest/ws_bench.rs ./loadtest/ws_bench.rs
 RUN cargo build --release --locked --bin portico
