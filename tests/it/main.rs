@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod code_layout;
 mod demo;
 mod discovery;
 mod governance;
