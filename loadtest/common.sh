@@ -103,6 +103,17 @@ TLS_SECTION="tls:
     - cert: $work/cert.pem
       key: $work/key.pem"
 
+# Portico for every scenario of run.sh: plain and TLS listeners, /bench,
+# /ws to the WebSocket echo backend on $WS_ECHO, /h2bench to the h2c
+# backend. Needs PORTICO_TLS and WS_ECHO set, and make_cert's certificate.
+write_bench_portico_config() {
+    write_portico_config "  http: 127.0.0.1:$PORTICO
+  https: 127.0.0.1:$PORTICO_TLS" "$TLS_SECTION" "  - prefix: /ws
+    backend: http://127.0.0.1:$WS_ECHO
+  - prefix: /h2bench
+    backend: h2c://127.0.0.1:$BACKEND_H2"
+}
+
 # nginx as the proxy under test: $WORKERS workers, keep-alive upstream to the
 # backend, the access log above. $1: the listen line and any server-level
 # directives; $2: more locations; $3: more proxy_set_header lines; $4: more

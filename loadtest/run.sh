@@ -69,11 +69,7 @@ NGINX_H2C=$(free_port); HAPROXY_H2C=$(free_port); WS_ECHO=$(free_port)
 
 make_cert
 cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
-write_portico_config "  http: 127.0.0.1:$PORTICO
-  https: 127.0.0.1:$PORTICO_TLS" "$TLS_SECTION" "  - prefix: /ws
-    backend: http://127.0.0.1:$WS_ECHO
-  - prefix: /h2bench
-    backend: h2c://127.0.0.1:$BACKEND_H2"
+write_bench_portico_config
 
 start_backend
 if [ -x "$WS_BENCH" ]; then
