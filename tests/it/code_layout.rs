@@ -1,10 +1,19 @@
-//! The code layout list that `build.rs` hands the linker for release builds
-//! (`loadtest/hot-functions.txt`, README "Code layout"): a list lld would
-//! silently mostly ignore (wrong names, another tool's output pasted in)
-//! costs resident memory without any build failing, so its form is
-//! checked here.
+//! The code layout that `build.rs` hands the linker for release builds
+//! (`loadtest/hot-functions.txt`, README "Code layout"). Neither a list lld
+//! would mostly ignore (wrong names, another tool's output pasted in) nor a
+//! build script that stopped passing it fails any build; both only cost
+//! resident memory. So the list's form and the script's choice are checked
+//! here.
 
 use std::collections::HashSet;
+use std::path::Path;
+
+// The build script itself, so that its choice is tested, not a copy of it.
+#[allow(dead_code)] // its `main` runs as the build script, not here
+#[path = "../../build.rs"]
+mod build_script;
+
+use build_script::{Build, link_args};
 
 const LIST: &str = include_str!("../../loadtest/hot-functions.txt");
 
@@ -53,4 +62,89 @@ fn the_hot_function_list_covers_the_request_path_of_each_protocol() {
             "no listed function under {part}: re-run loadtest/hot_functions.sh"
         );
     }
+}
+
+fn release_build() -> Build {
+    Build {
+        profile: "release".into(),
+        target: "x86_64-unknown-linux-gnu".into(),
+        rustflags: String::new(),
+        linker_configured: false,
+        opted_out: false,
+    }
+}
+
+fn list() -> &'static Path {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/loadtest/hot-functions.txt"
+    ))
+}
+
+#[test]
+fn release_builds_linked_by_lld_hand_the_list_to_the_linker() {
+    let args = link_args(&release_build(), list());
+    assert_eq!(
+        args,
+        [
+            format!("-Wl,--symbol-ordering-file={}", list().display()),
+            "-Wl,--no-warn-symbol-ordering".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn other_builds_and_other_linkers_get_no_layout_arguments() {
+    let cases = [
+        (
+            "a debug build",
+            Build {
+                profile: "debug".into(),
+                ..release_build()
+            },
+        ),
+        (
+            "another target",
+            Build {
+                target: "aarch64-unknown-linux-gnu".into(),
+                ..release_build()
+            },
+        ),
+        (
+            "a configured linker",
+            Build {
+                linker_configured: true,
+                ..release_build()
+            },
+        ),
+        (
+            "RUSTFLAGS naming a linker",
+            Build {
+                rustflags: "-Clinker=clang".into(),
+                ..release_build()
+            },
+        ),
+        (
+            "RUSTFLAGS choosing one",
+            Build {
+                rustflags: "-Clink-arg=-fuse-ld=bfd".into(),
+                ..release_build()
+            },
+        ),
+        (
+            "PORTICO_NO_CODE_LAYOUT",
+            Build {
+                opted_out: true,
+                ..release_build()
+            },
+        ),
+    ];
+    for (what, build) in cases {
+        assert!(link_args(&build, list()).is_empty(), "{what}");
+    }
+    let missing = Path::new("/nonexistent/hot-functions.txt");
+    assert!(
+        link_args(&release_build(), missing).is_empty(),
+        "a missing list"
+    );
 }

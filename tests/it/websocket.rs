@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::client::{self, get};
 use crate::support::gateway::TestGateway;
-use crate::support::wire::{read_head, read_more};
+use crate::support::wire::{after, read_head, read_more};
 
 /// An echo server: every message comes back; `close-please` makes the
 /// server close the connection itself.
@@ -523,11 +523,7 @@ where
     let mut got = Vec::new();
     read_slowly_to_end(&mut rx, &mut got).await;
     let _tx = writer.await.unwrap();
-    let end = got
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head")
-        + 4;
+    let end = after(&got, b"\r\n\r\n").expect("a head");
     assert!(
         got.starts_with(b"HTTP/1.1 101"),
         "{:?}",

@@ -11,13 +11,20 @@ pub async fn read_until<S: AsyncRead + Unpin>(
     marker: &[u8],
 ) -> Option<usize> {
     loop {
-        if let Some(i) = buf.windows(marker.len()).position(|w| w == marker) {
-            return Some(i + marker.len());
+        if let Some(end) = after(buf, marker) {
+            return Some(end);
         }
         if !read_more(s, buf).await {
             return None;
         }
     }
+}
+
+/// The index just past the first `marker` in `buf`.
+pub fn after(buf: &[u8], marker: &[u8]) -> Option<usize> {
+    buf.windows(marker.len())
+        .position(|w| w == marker)
+        .map(|i| i + marker.len())
 }
 
 /// Reads until `buf` holds a whole head (up to its empty line); the index
