@@ -16,8 +16,10 @@ pub fn assign(headers: &mut HeaderMap) -> HeaderValue {
     let mut values = headers.get_all(&X_REQUEST_ID).iter();
     if let (Some(first), None) = (values.next(), values.next())
         && is_valid(first.as_bytes())
+        && let Some(kept) = headers.get_mut(&X_REQUEST_ID)
     {
-        return first.clone();
+        never_indexed(kept);
+        return kept.clone();
     }
     let id = generate();
     headers.insert(X_REQUEST_ID.clone(), id.clone());
@@ -41,8 +43,19 @@ pub fn generate() -> HeaderValue {
     // response: owned by one shared allocation, each clone is a reference
     // count (a value copied from a slice would allocate again when first
     // cloned).
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
-        .expect("a UUID is a valid header value")
+    let mut id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("a UUID is a valid header value");
+    never_indexed(&mut id);
+    id
+}
+
+/// Marks a value that no other request carries (an id) so that HPACK
+/// writes it as a literal outside the dynamic table (RFC 7541 §6.2.3):
+/// indexing it would only evict an entry that does repeat (the backend's
+/// `server`, `content-type`) to make room for one that never will. Costs
+/// nothing over HTTP/1.1.
+pub fn never_indexed(value: &mut HeaderValue) {
+    value.set_sensitive(true);
 }
 
 #[cfg(test)]
@@ -55,6 +68,28 @@ mod tests {
             h.append(X_REQUEST_ID.clone(), HeaderValue::from_bytes(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn ids_are_marked_never_indexed_whether_kept_or_minted() {
+        // Minted: no id, or an invalid one.
+        for values in [&[][..], &[&b"bad id"[..]][..]] {
+            let mut h = with(values);
+            let id = assign(&mut h);
+            assert!(id.is_sensitive(), "the minted id");
+            assert!(
+                h.get(&X_REQUEST_ID).unwrap().is_sensitive(),
+                "the forwarded id"
+            );
+        }
+        // Kept: the client's own, as it came, and marked in the map that
+        // goes upstream.
+        let mut h = with(&[b"abc-123"]);
+        let id = assign(&mut h);
+        assert_eq!(id.as_bytes(), b"abc-123");
+        assert!(id.is_sensitive());
+        assert!(h.get(&X_REQUEST_ID).unwrap().is_sensitive());
+        assert_eq!(h.get_all(&X_REQUEST_ID).iter().count(), 1);
     }
 
     #[test]

@@ -71,7 +71,11 @@ impl TraceContext {
         v[36..52].copy_from_slice(&self.span_id);
         v[52] = b'-';
         v[53..].copy_from_slice(&self.flags);
-        HeaderValue::from_bytes(&v).expect("hex and dashes are a valid header value")
+        let mut value =
+            HeaderValue::from_bytes(&v).expect("hex and dashes are a valid header value");
+        // A span id of its own on every request: see `never_indexed`.
+        super::request_id::never_indexed(&mut value);
+        value
     }
 }
 
@@ -206,6 +210,9 @@ mod tests {
             "vendor=abc",
             "tracestate passes on"
         );
+        // A span id of its own per request: kept out of HPACK's table.
+        assert!(h.get(&TRACEPARENT).unwrap().is_sensitive());
+        assert!(!h.get(&TRACESTATE).unwrap().is_sensitive());
         // Unsampled stays unsampled; a later version is read by its fields.
         let mut h = with(&["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"]);
         assert_eq!(&continue_or_start(&mut h, None).flags, b"00");

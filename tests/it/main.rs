@@ -9,6 +9,7 @@ mod demo;
 mod discovery;
 mod governance;
 mod grpc;
+mod hpack;
 mod idle;
 mod import;
 mod k8s;
