@@ -24,7 +24,7 @@ PROTO=${PROTO:-http1}
 case $PROTO in http1 | h2c) ;; *) echo "PROTO is http1 or h2c, not $PROTO" >&2; exit 2 ;; esac
 [ -x "$BIN" ] || { echo "no portico binary at $BIN (cargo build --release)" >&2; exit 2; }
 for c in valgrind nginx python3 curl $([ "$PROTO" = h2c ] && echo h2load); do
-    command -v "$c" >/dev/null || { echo "needs $c (apt-get install -y valgrind nginx curl python3)" >&2; exit 2; }
+    command -v "$c" >/dev/null || { echo "needs $c (apt-get install -y valgrind nginx curl python3 nghttp2-client)" >&2; exit 2; }
 done
 . loadtest/common.sh
 WORKERS=1

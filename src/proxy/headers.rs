@@ -24,6 +24,15 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
     ]
 }
 
+/// Marks a value that no other request carries (a request id, a span id) so
+/// that HPACK writes it as a literal outside the dynamic table (RFC 7541
+/// §6.2.3): indexing it would only evict an entry that does repeat (the
+/// backend's `server`, `content-type`) to make room for one that never
+/// will. Costs nothing over HTTP/1.1.
+pub fn never_indexed(value: &mut HeaderValue) {
+    value.set_sensitive(true);
+}
+
 /// Standard names compare as enum tags; the two others by their bytes.
 fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
     fixed_hop_by_hop().into_iter().any(|h| h == name)

@@ -1,8 +1,10 @@
 //! `x-request-id`: keep a well-formed incoming id, otherwise mint a UUID.
 //! Fail-closed: an invalid id is replaced, never forwarded.
 
-use http::header::HeaderName;
+use http::header::{Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
+
+use super::headers::never_indexed;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -11,19 +13,25 @@ const MAX_LEN: usize = 128;
 
 /// Returns the request's id, replacing the header when it is absent, repeated
 /// or malformed. The returned value is what goes upstream, onto the response
-/// and into every log line about the request.
+/// and into every log line about the request. One lookup in the map,
+/// whichever case it is.
 pub fn assign(headers: &mut HeaderMap) -> HeaderValue {
-    let mut values = headers.get_all(&X_REQUEST_ID).iter();
-    if let (Some(first), None) = (values.next(), values.next())
-        && is_valid(first.as_bytes())
-        && let Some(kept) = headers.get_mut(&X_REQUEST_ID)
-    {
-        never_indexed(kept);
-        return kept.clone();
+    match headers.entry(&X_REQUEST_ID) {
+        Entry::Occupied(mut kept)
+            if kept.iter().count() == 1 && is_valid(kept.get().as_bytes()) =>
+        {
+            let id = kept.get_mut();
+            never_indexed(id);
+            id.clone()
+        }
+        // Repeated or malformed: replaced, every line of it.
+        Entry::Occupied(mut bad) => {
+            let id = generate();
+            bad.insert(id.clone());
+            id
+        }
+        Entry::Vacant(none) => none.insert(generate()).clone(),
     }
-    let id = generate();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
 }
 
 /// 1–128 printable ASCII characters without spaces, quotes or backslashes.
@@ -47,15 +55,6 @@ pub fn generate() -> HeaderValue {
         .expect("a UUID is a valid header value");
     never_indexed(&mut id);
     id
-}
-
-/// Marks a value that no other request carries (an id) so that HPACK
-/// writes it as a literal outside the dynamic table (RFC 7541 §6.2.3):
-/// indexing it would only evict an entry that does repeat (the backend's
-/// `server`, `content-type`) to make room for one that never will. Costs
-/// nothing over HTTP/1.1.
-pub fn never_indexed(value: &mut HeaderValue) {
-    value.set_sensitive(true);
 }
 
 #[cfg(test)]

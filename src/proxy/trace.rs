@@ -74,7 +74,7 @@ impl TraceContext {
         let mut value =
             HeaderValue::from_bytes(&v).expect("hex and dashes are a valid header value");
         // A span id of its own on every request: see `never_indexed`.
-        super::request_id::never_indexed(&mut value);
+        super::headers::never_indexed(&mut value);
         value
     }
 }
