@@ -47,9 +47,9 @@ pub struct RequestBody {
     failure: Option<Arc<BodyFailure>>,
 }
 
-/// Why a request body failed, kept beside it: hyper's HTTP/2 client resets
-/// the stream when the body fails and reports the reset, not the body's
-/// error, so the sender looks here to tell a 413 from a broken backend.
+/// Why a request body failed, kept beside it: the HTTP/2 client resets the
+/// stream when the body fails and reports the reset, not the body's error,
+/// so the sender looks here to tell a 413 from a broken backend.
 #[derive(Debug, Default)]
 pub struct BodyFailure(std::sync::atomic::AtomicU8);
 
@@ -199,10 +199,11 @@ fn linger(mut rest: Incoming) {
     });
 }
 
-/// A backend's response body: read by Portico's own HTTP/1.1 client, or
-/// by hyper's (HTTP/2 backends, and upgrades).
+/// A backend's response body: read by Portico's own HTTP/1.1 or HTTP/2
+/// client, or by hyper's (upgrades).
 pub enum UpstreamBody {
     H1(super::h1::ResponseBody),
+    H2(super::http2::ResponseBody),
     Hyper(Incoming),
 }
 
@@ -216,6 +217,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
@@ -223,6 +225,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
             UpstreamBody::Hyper(b) => b.is_end_stream(),
         }
     }
@@ -230,6 +233,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
             UpstreamBody::Hyper(b) => b.size_hint(),
         }
     }

@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod grpc;
 pub mod h1;
 pub mod headers;
+pub mod http2;
 pub mod limits;
 pub mod request_id;
 pub mod retry;

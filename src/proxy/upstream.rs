@@ -27,6 +27,7 @@ use crate::observability::metrics::UpstreamErrorKind;
 use super::body::{BodyFailure, RequestBody, RequestBodyError, UpstreamBody};
 use super::endpoints::Endpoints;
 use super::h1::{self, Conn};
+use super::http2;
 use super::retry::RetryBudget;
 
 const POOL_MAX_IDLE_PER_HOST: usize = 1024;
@@ -138,7 +139,7 @@ pub struct UpstreamClient {
     pool: Arc<Pool>,
 }
 
-type H2Sender = hyper::client::conn::http2::SendRequest<RequestBody>;
+type H2Sender = http2::Connection;
 /// One backend's HTTP/2 connection on one shard. An async lock, so that
 /// requests arriving while it is being opened wait for it instead of each
 /// opening their own.
@@ -439,45 +440,66 @@ impl UpstreamClient {
             .entry(key)
             .or_default()
             .clone();
-        let mut sender = {
-            let mut current = slot.lock().await;
-            match current.as_ref().filter(|s| !s.is_closed()) {
-                Some(s) => s.clone(),
-                None => match Box::pin(self.open_h2(backend)).await {
-                    Ok(s) => {
-                        *current = Some(s.clone());
-                        s
-                    }
-                    Err(error) => {
-                        *current = None;
+        let mut req = req;
+        // A connection taken from the slot may have closed since; the
+        // request then goes out on a fresh one (once).
+        let mut fresh = false;
+        loop {
+            let conn = match Box::pin(self.h2_connection(&slot, backend, &mut fresh)).await {
+                Ok(c) => c,
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        unsent: Some(Box::new(req)),
+                    });
+                }
+            };
+            match conn.send(req).await {
+                Ok(resp) => return Ok(resp.map(UpstreamBody::H2)),
+                Err(http2::Failed {
+                    unsent: Some(back),
+                    error,
+                }) => {
+                    forget_closed(&slot).await;
+                    if fresh {
                         return Err(SendError {
-                            error,
-                            unsent: Some(Box::new(req)),
+                            error: classify(error.into()),
+                            unsent: Some(Box::new(back)),
                         });
                     }
-                },
-            }
-        };
-        if let Err(e) = sender.ready().await {
-            forget_closed(&slot).await;
-            return Err(SendError {
-                error: classify(e.into()),
-                unsent: Some(Box::new(req)),
-            });
-        }
-        match sender.try_send_request(req).await {
-            Ok(resp) => Ok(resp.map(UpstreamBody::Hyper)),
-            Err(mut e) => {
-                let unsent = e.take_message().map(Box::new);
-                forget_closed(&slot).await;
-                let error = match failure.too_large() {
-                    Some(true) => UpstreamError::BodyTooLarge { limit },
-                    Some(false) => UpstreamError::ClientAborted,
-                    None => classify(e.into_error().into()),
-                };
-                Err(SendError { error, unsent })
+                    req = back;
+                }
+                Err(http2::Failed { error, .. }) => {
+                    if conn.is_closed() {
+                        forget_closed(&slot).await;
+                    }
+                    let error = match failure.too_large() {
+                        Some(true) => UpstreamError::BodyTooLarge { limit },
+                        Some(false) => UpstreamError::ClientAborted,
+                        None => classify(error.into()),
+                    };
+                    return Err(SendError::sent(error));
+                }
             }
         }
+    }
+
+    /// The slot's open connection, or a new one put there (`fresh` set).
+    async fn h2_connection(
+        &self,
+        slot: &H2Slot,
+        backend: &Backend,
+        fresh: &mut bool,
+    ) -> Result<H2Sender, UpstreamError> {
+        let mut current = slot.lock().await;
+        if let Some(c) = current.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        *current = None;
+        let c = self.open_h2(backend).await?;
+        *current = Some(c.clone());
+        *fresh = true;
+        Ok(c)
     }
 
     /// A new HTTP/2 connection to `backend` (prior knowledge, or TLS with
@@ -485,21 +507,9 @@ impl UpstreamClient {
     /// task spawned.
     async fn open_h2(&self, backend: &Backend) -> Result<H2Sender, UpstreamError> {
         let io = dial(&self.pool.connector_h2, backend).await?;
-        let (sender, conn) =
-            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .keep_alive_while_idle(true)
-                .handshake(io)
-                .await
-                .map_err(|e| classify(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
-            }
-        });
-        Ok(sender)
+        http2::Connection::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| classify(e.into()))
     }
 
     /// Sends an upgrade request (WebSocket) on a connection of its own,
@@ -615,6 +625,11 @@ fn classify(err: BoxError) -> UpstreamError {
         if bad_http {
             kind = UpstreamErrorKind::Protocol;
             break;
+        }
+        // h2's errors do not name their source; an I/O failure is inside.
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            cause = h.get_io().map(|io| io as &(dyn StdError + 'static));
+            continue;
         }
         // io::Error::source() skips the error an io::Error wraps, and
         // tokio-rustls reports handshake failures as io::Error(rustls::Error)
