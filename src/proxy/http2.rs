@@ -41,12 +41,24 @@ const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
 /// How often an HTTP/2 backend connection is PINGed, busy or idle, and how
-/// long its answer may take before the connection counts as dead. The PING
-/// also wakes the connection's task, which is how a connection whose last
-/// handle was dropped (its backend left the route) notices it and closes:
-/// h2 does not wake it for that.
-const PING_INTERVAL: Duration = Duration::from_secs(30);
-const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// long its answer may take before the connection counts as dead (a
+/// backend that is gone without a FIN, or stuck). A connection whose last
+/// handle is dropped (its backend left the route) closes without waiting
+/// for a PING: h2 sends GOAWAY and ends it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Why an HTTP/2 exchange with a backend failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +101,8 @@ pub struct Connection {
 
 impl Connection {
     /// Speaks HTTP/2 on `io` (prior knowledge, or TLS that chose `h2`) and
-    /// spawns the connection's task.
-    pub async fn handshake<T>(io: T) -> Result<Connection, Http2Error>
+    /// spawns the connection's task, which PINGs as `keep_alive` says.
+    pub async fn handshake<T>(io: T, keep_alive: KeepAlive) -> Result<Connection, Http2Error>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -106,7 +118,7 @@ impl Connection {
             .await
             .map_err(Http2Error::Connection)?;
         let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(drive(conn, closed.clone()));
+        tokio::spawn(drive(conn, keep_alive, closed.clone()));
         Ok(Connection { sender, closed })
     }
 
@@ -212,8 +224,11 @@ fn has_payload_semantics(m: &http::Method) -> bool {
 
 /// Drives one connection until it closes, fails or stops answering PINGs,
 /// then marks it closed.
-async fn drive<T>(mut conn: h2::client::Connection<T, Bytes>, closed: Arc<AtomicBool>)
-where
+async fn drive<T>(
+    mut conn: h2::client::Connection<T, Bytes>,
+    keep_alive: KeepAlive,
+    closed: Arc<AtomicBool>,
+) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let Some(pings) = conn.ping_pong() else {
@@ -228,18 +243,18 @@ where
         r = &mut conn => if let Err(e) = r {
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
         },
-        dead = keep_alive(pings) => {
+        dead = ping(pings, keep_alive) => {
             tracing::debug!(reason = dead, "upstream HTTP/2 connection closed: no PING answer");
         }
     }
     closed.store(true, Ordering::Relaxed);
 }
 
-/// PINGs every [`PING_INTERVAL`]; returns why when an answer fails to come.
-async fn keep_alive(mut pings: h2::PingPong) -> &'static str {
+/// PINGs every `interval`; returns why when an answer fails to come.
+async fn ping(mut pings: h2::PingPong, every: KeepAlive) -> &'static str {
     loop {
-        tokio::time::sleep(PING_INTERVAL).await;
-        match tokio::time::timeout(PING_TIMEOUT, pings.ping(h2::Ping::opaque())).await {
+        tokio::time::sleep(every.interval).await;
+        match tokio::time::timeout(every.timeout, pings.ping(h2::Ping::opaque())).await {
             Ok(Ok(_pong)) => {}
             Ok(Err(_)) => return "the PING failed",
             Err(_) => return "timed out",
@@ -459,5 +474,89 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         self.remaining
             .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// PINGs every 50 ms, dead after 300 ms without an answer.
+    const FAST: KeepAlive = KeepAlive {
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(300),
+    };
+
+    /// A backend on loopback that completes the HTTP/2 handshake; it goes
+    /// on answering (PINGs included) only when `answers`. `gone` fires when
+    /// its side of the connection has ended.
+    async fn backend(answers: bool) -> (Connection, oneshot::Receiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up_tx, up_rx) = oneshot::channel();
+        let (gone_tx, gone_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut conn = h2::server::handshake(tcp).await.unwrap();
+            let _ = up_tx.send(());
+            if answers {
+                while conn.accept().await.is_some() {}
+            } else {
+                // The socket stays open; the connection is never read again.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            drop(conn);
+            let _ = gone_tx.send(());
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let conn = Connection::handshake(tcp, FAST).await.unwrap();
+        up_rx.await.unwrap();
+        (conn, gone_rx)
+    }
+
+    /// Waits up to 5 s for `closed` to become `want`.
+    async fn closed_becomes(closed: &AtomicBool, want: bool) -> bool {
+        for _ in 0..500 {
+            if closed.load(Ordering::Relaxed) == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_stops_answering_pings_is_found_dead() {
+        let (conn, _gone) = backend(false).await;
+        assert!(!conn.is_closed(), "open after the handshake");
+        assert!(
+            closed_becomes(&conn.closed, true).await,
+            "the unanswered PING closed the connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_answers_pings_keeps_its_connection() {
+        let (conn, _gone) = backend(true).await;
+        // Twenty PING intervals, several timeouts long.
+        tokio::time::sleep(FAST.interval * 20).await;
+        assert!(!conn.is_closed(), "every PING was answered");
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_handles_are_gone_closes() {
+        let (conn, gone) = backend(true).await;
+        let closed = conn.closed.clone();
+        drop(conn);
+        assert!(
+            closed_becomes(&closed, true).await,
+            "the connection's task ended"
+        );
+        // The backend saw the connection end.
+        tokio::time::timeout(Duration::from_secs(5), gone)
+            .await
+            .expect("the backend's connection ended")
+            .unwrap();
     }
 }

@@ -507,9 +507,12 @@ impl UpstreamClient {
     /// task spawned.
     async fn open_h2(&self, backend: &Backend) -> Result<H2Sender, UpstreamError> {
         let io = dial(&self.pool.connector_h2, backend).await?;
-        http2::Connection::handshake(hyper_util::rt::TokioIo::new(io))
-            .await
-            .map_err(|e| classify(e.into()))
+        http2::Connection::handshake(
+            hyper_util::rt::TokioIo::new(io),
+            http2::KeepAlive::default(),
+        )
+        .await
+        .map_err(|e| classify(e.into()))
     }
 
     /// Sends an upgrade request (WebSocket) on a connection of its own,

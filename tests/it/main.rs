@@ -10,6 +10,7 @@ mod discovery;
 mod governance;
 mod grpc;
 mod hpack;
+mod http2_upstream;
 mod idle;
 mod import;
 mod k8s;
