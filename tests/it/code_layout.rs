@@ -51,6 +51,7 @@ fn the_hot_function_list_covers_the_request_path_of_each_protocol() {
     for part in [
         "7portico5proxy2h14send",
         "7portico5proxy8upstream14UpstreamClient7send_h2",
+        "7portico5proxy5http2",
         "7portico6server6splice",
         "7portico13observability4json",
         "5hyper5proto2h1",
