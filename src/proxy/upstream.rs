@@ -442,8 +442,9 @@ impl UpstreamClient {
             .clone();
         let mut req = req;
         // A connection taken from the slot may have closed since; the
-        // request then goes out on a fresh one (once).
+        // request then goes out on another one, once.
         let mut fresh = false;
+        let mut again = false;
         loop {
             let conn = match Box::pin(self.h2_connection(&slot, backend, &mut fresh)).await {
                 Ok(c) => c,
@@ -461,12 +462,13 @@ impl UpstreamClient {
                     error,
                 }) => {
                     forget_closed(&slot).await;
-                    if fresh {
+                    if fresh || again {
                         return Err(SendError {
                             error: classify(error.into()),
                             unsent: Some(Box::new(back)),
                         });
                     }
+                    again = true;
                     req = back;
                 }
                 Err(http2::Failed { error, .. }) => {
