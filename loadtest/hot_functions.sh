@@ -15,6 +15,8 @@
 # Re-run it after changes that add or rename much of the request path:
 #
 #   cargo build --release && cargo build --release --example ws_bench
+#   (two commands: built in one, the binary gets the dev-dependencies'
+#   features, and its symbol names no longer match a plain release build)
 #   loadtest/hot_functions.sh [PORTICO_BINARY]   (default: target/release/portico)
 #
 # Needs: valgrind, nginx, curl, openssl, python3. Bounded in time; stops
