@@ -73,15 +73,6 @@ pub enum Http2Error {
     Stream(#[source] h2::Error),
 }
 
-impl Http2Error {
-    /// The `h2` error inside, for classification.
-    pub fn h2(&self) -> &h2::Error {
-        match self {
-            Http2Error::Connection(e) | Http2Error::Stream(e) => e,
-        }
-    }
-}
-
 /// A failed send: why, and the request when it never reached the
 /// connection (so it may go elsewhere whatever its method and body).
 pub struct Failed {
@@ -231,14 +222,8 @@ async fn drive<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(pings) = conn.ping_pong() else {
-        // Only the first call returns the handle; this is the first.
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
-        }
-        closed.store(true, Ordering::Relaxed);
-        return;
-    };
+    // Only the first call returns the handle, and this is the first.
+    let pings = conn.ping_pong().expect("a new connection's PING handle");
     tokio::select! {
         r = &mut conn => if let Err(e) = r {
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
@@ -419,13 +404,9 @@ impl ResponseBody {
     /// The declared length comes from the response head: h2 has checked
     /// that it parses, and holds the DATA to it.
     fn new(stream: RecvStream, headers: &HeaderMap) -> Self {
-        let remaining = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-            .and_then(|s| s.parse().ok());
         ResponseBody {
             stream,
-            remaining,
+            remaining: super::content_length(headers),
             data_done: false,
         }
     }

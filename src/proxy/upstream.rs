@@ -443,10 +443,9 @@ impl UpstreamClient {
         let mut req = req;
         // A connection taken from the slot may have closed since; the
         // request then goes out on another one, once.
-        let mut fresh = false;
-        let mut again = false;
+        let mut retried = false;
         loop {
-            let conn = match Box::pin(self.h2_connection(&slot, backend, &mut fresh)).await {
+            let conn = match self.h2_connection(&slot, backend).await {
                 Ok(c) => c,
                 Err(error) => {
                     return Err(SendError {
@@ -462,13 +461,13 @@ impl UpstreamClient {
                     error,
                 }) => {
                     forget_closed(&slot).await;
-                    if fresh || again {
+                    if retried {
                         return Err(SendError {
                             error: classify(error.into()),
                             unsent: Some(Box::new(back)),
                         });
                     }
-                    again = true;
+                    retried = true;
                     req = back;
                 }
                 Err(http2::Failed { error, .. }) => {
@@ -486,21 +485,21 @@ impl UpstreamClient {
         }
     }
 
-    /// The slot's open connection, or a new one put there (`fresh` set).
+    /// The slot's open connection, or a new one put there.
     async fn h2_connection(
         &self,
         slot: &H2Slot,
         backend: &Backend,
-        fresh: &mut bool,
     ) -> Result<H2Sender, UpstreamError> {
         let mut current = slot.lock().await;
         if let Some(c) = current.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
         *current = None;
-        let c = self.open_h2(backend).await?;
+        // Boxed: opening is the cold path; its state would otherwise be
+        // part of every request's future.
+        let c = Box::pin(self.open_h2(backend)).await?;
         *current = Some(c.clone());
-        *fresh = true;
         Ok(c)
     }
 
